@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, checks generated code, runs the Python tests
+# (real PostgreSQL, Envoy, services as processes, SoftHSM2) and the JavaScript SDK's tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/bootstrap.sh
+apt_install softhsm2-util:softhsm2 chromium:chromium
+
+echo "== generated code matches protos/"
+.venv/bin/python protos/generate.py --check
+
+echo "== Python tests"
+.venv/bin/pytest "$@"
+
+if [ -f sdk/js/package.json ] && [ -z "${SKIP_SDK_TESTS:-}" ]; then
+  echo "== POS SDK tests"
+  (cd sdk/js && npm ci --no-audit --no-fund --loglevel=error && npm run build --if-present && \
+     FISCAL_BIN="$PWD/../../.venv/bin/fiscal" npm test)
+fi

@@ -1,0 +1,140 @@
+"""`fiscal bench`: seal through the gateway with N outlets x M terminals for a while; report seals/s and
+latency percentiles. Each terminal seals one sale after another, as a real till does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from services.cli.state import async_url
+
+console = Console()
+
+
+async def provision(db_url: str, outlets: int, terminals: int, gateway_url: str) -> dict:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from services.ledger.store import LedgerStore
+    from services.stack.seed import provision_merchant
+
+    engine = create_async_engine(async_url(db_url))
+    try:
+        return await provision_merchant(LedgerStore(engine), name="Bench Retail",
+                                        code_prefix=f"B{uuid.uuid4().hex[:5].upper()}", outlets=outlets,
+                                        terminals=terminals, public_url=gateway_url)
+    finally:
+        await engine.dispose()
+
+
+def sale_body(outlet: dict, terminal: str, cashier: str, n: int) -> dict:
+    return {
+        "outlet_id": outlet["id"], "client_invoice_id": str(uuid.uuid4()), "pos_terminal_id": terminal,
+        "cashier_id": cashier, "currency": outlet["currency"],
+        "lines": [{"description": "Bread 400g", "quantity": "2", "unit_price": "65.00", "tax_group": "A"},
+                  {"description": "Milk 500ml", "quantity": "1", "unit_price": "60.00", "tax_group": "C"},
+                  {"description": f"Item {n % 97}", "quantity": "1.5", "unit_price": "99.99", "tax_group": "E"}],
+        "payments": [{"method": "cash", "amount": "500.00"}],
+    }
+
+
+async def run_load(gateway_url: str, merchant: dict, duration: float) -> dict:
+    latencies: list[float] = []
+    statuses: Counter = Counter()
+    deadline = time.monotonic() + duration
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
+
+    async with httpx.AsyncClient(base_url=gateway_url, limits=limits, timeout=30.0) as client:
+        async def terminal_loop(outlet: dict, terminal: str, cashier: str) -> None:
+            headers = {"Authorization": f"Bearer {merchant['pos_keys'][outlet['id']]}"}
+            n = 0
+            while time.monotonic() < deadline:
+                n += 1
+                started = time.perf_counter()
+                try:
+                    answer = await client.post("/v1/invoices", json=sale_body(outlet, terminal, cashier, n),
+                                               headers=headers)
+                    statuses[answer.status_code] += 1
+                    if answer.status_code == 200:
+                        latencies.append(time.perf_counter() - started)
+                except httpx.HTTPError as exc:
+                    statuses[type(exc).__name__] += 1
+
+        tasks = [terminal_loop(outlet, terminal, merchant["cashiers"][outlet["id"]][i % 2])
+                 for outlet in merchant["outlets"]
+                 for i, terminal in enumerate(merchant["terminals"][outlet["id"]])]
+        started = time.monotonic()
+        with Progress(TextColumn("sealing"), BarColumn(), TimeElapsedColumn(), TextColumn("{task.fields[done]} sealed"),
+                      console=console) as progress:
+            task = progress.add_task("load", total=duration, done=0)
+
+            async def tick():
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(0.5)
+                    progress.update(task, completed=min(duration, time.monotonic() - started), done=len(latencies))
+
+            await asyncio.gather(tick(), *tasks)
+        elapsed = time.monotonic() - started
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0.0
+
+    return {
+        "outlets": len(merchant["outlets"]),
+        "terminals_per_outlet": len(next(iter(merchant["terminals"].values()))),
+        "duration_s": round(elapsed, 1), "sealed": len(latencies),
+        "seals_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(pct(0.50), 1), "p95_ms": round(pct(0.95), 1), "p99_ms": round(pct(0.99), 1),
+        "max_ms": round(latencies[-1] * 1000, 1) if latencies else 0.0,
+        "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if latencies else 0.0,
+        "responses": {str(k): v for k, v in statuses.items()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "processor": platform.processor() or platform.machine()},
+    }
+
+
+def run_bench(args) -> int:
+    from services.stack.mesh import Mesh, MeshOptions
+
+    state_file = args.data_dir / "stack.json"
+    mesh = None
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+        gateway_url, db_url = state["gateway_url"], state["database_url"]
+        console.print(f"using the running stack at {gateway_url}")
+    else:
+        data_dir = Path(tempfile.mkdtemp(prefix="fiscal-bench-"))
+        with console.status("no running stack: starting one for the benchmark…"):
+            mesh = Mesh(MeshOptions(data_dir=data_dir, replicas=args.replicas)).start()
+        gateway_url, db_url = mesh.gateway_url, mesh.database_url
+    try:
+        with console.status(f"provisioning {args.outlets} outlets x {args.terminals} terminals…"):
+            merchant = asyncio.run(provision(db_url, args.outlets, args.terminals, gateway_url))
+        result = asyncio.run(run_load(gateway_url, merchant, args.duration))
+        result["replicas"] = args.replicas if mesh else "as running"
+    finally:
+        if mesh:
+            mesh.stop()
+    table = Table("outlets x terminals", "seconds", "sealed", "seals/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
+                  "responses")
+    table.add_row(f"{result['outlets']} x {result['terminals_per_outlet']}", str(result["duration_s"]),
+                  str(result["sealed"]), str(result["seals_per_s"]), str(result["p50_ms"]), str(result["p95_ms"]),
+                  str(result["p99_ms"]), str(result["max_ms"]), json.dumps(result["responses"]))
+    console.print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        console.print(f"wrote {args.json}")
+    return 0 if result["sealed"] else 1

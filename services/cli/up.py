@@ -1,0 +1,110 @@
+"""`fiscal up`: the whole system on this machine, a demo merchant, until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+
+from services.cli.state import async_url, write_state
+from services.stack.mesh import Mesh, MeshOptions
+
+console = Console()
+
+
+async def _seed(database_url: str, gateway_url: str) -> dict:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from services.ledger.store import LedgerStore
+    from services.stack.seed import provision_merchant
+
+    engine = create_async_engine(async_url(database_url))
+    try:
+        demo = await provision_merchant(LedgerStore(engine), name="Duka Demo", code_prefix="DEMO", outlets=2,
+                                        terminals=3, public_url=gateway_url)
+    finally:
+        await engine.dispose()
+    return demo
+
+
+def signing_env(backend: str, data_dir: Path) -> dict[str, str]:
+    if backend == "software":
+        return {"FISCAL_SIGNING_BACKEND": "software"}
+    from services.signing.softhsm import init_softhsm_token
+
+    token_dir = data_dir / "softhsm"
+    env = init_softhsm_token(token_dir, label="fiscal", pin="1234", so_pin="5678")
+    return {"FISCAL_SIGNING_BACKEND": "pkcs11", "FISCAL_PKCS11_PIN": "1234", "FISCAL_PKCS11_TOKEN_LABEL": "fiscal",
+            **env}
+
+
+def run_up(args) -> int:
+    data_dir: Path = args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    options = MeshOptions(data_dir=data_dir, port=args.port, replicas=args.replicas,
+                          service_env={"signing": signing_env(args.signing_backend, data_dir)},
+                          otlp_endpoint=args.otlp_endpoint)
+    mesh = Mesh(options)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        with console.status("starting…") as status:
+            mesh.start(on_step=lambda message: status.update(message + "…"))
+            status.update("seeding the demo merchant…")
+            demo_path = data_dir / "demo.json"
+            if demo_path.exists():
+                demo = json.loads(demo_path.read_text())
+                demo["gateway_url"] = mesh.gateway_url
+            else:
+                demo = asyncio.run(_seed(mesh.database_url, mesh.gateway_url))
+            demo_path.write_text(json.dumps(demo, indent=2))
+            demo_path.chmod(0o600)
+        write_state(data_dir, {"gateway_url": mesh.gateway_url, "database_url": mesh.database_url,
+                               "admin_url": f"http://127.0.0.1:{mesh.admin_port}",
+                               **{f"{s}_addr": mesh.address(s) for s in ("counter", "signing", "ledger")}})
+        _print_ready(mesh, demo, demo_path)
+        while not stop.wait(1.0):
+            for process in mesh.all_processes():
+                if not process.alive:
+                    console.print(f"[yellow]{process.name} exited ({process.popen.returncode}); restarting[/]")
+                    process.start()
+        console.print("stopping…")
+        return 0
+    finally:
+        mesh.stop()
+        (data_dir / "stack.json").unlink(missing_ok=True)
+        console.print("stopped; nothing left running")
+
+
+def _print_ready(mesh: Mesh, demo: dict, demo_path: Path) -> None:
+    outlet = demo["outlets"][0]
+    key = demo["pos_keys"][outlet["id"]]
+    terminal = demo["terminals"][outlet["id"]][0]
+    cashier = demo["cashiers"][outlet["id"]][0]
+    curl = (f"curl -s {mesh.gateway_url}/v1/invoices -H 'Authorization: Bearer {key}' "
+            f"-H 'Content-Type: application/json' -d '{{\"outlet_id\":\"{outlet['id']}\","
+            f"\"client_invoice_id\":\"demo-1\",\"pos_terminal_id\":\"{terminal}\",\"cashier_id\":\"{cashier}\","
+            f"\"currency\":\"{outlet['currency']}\",\"lines\":[{{\"description\":\"Sugar 1kg\",\"quantity\":\"2\","
+            f"\"unit_price\":\"180.00\",\"tax_group\":\"A\"}}]}}'")
+    lines = [
+        f"[bold green]Fiscal Cloud is up[/] at [bold]{mesh.gateway_url}[/]  (health: {mesh.gateway_url}/healthz)",
+        f"demo merchant: {demo['merchant']['name']}  outlets: "
+        + ", ".join(f"{o['code']} ({o['id']})" for o in demo["outlets"]),
+        f"admin key:     {demo['admin_key']}",
+        f"read-only key: {demo['read_key']}",
+        f"POS key {outlet['code']}: {key}",
+        f"everything as JSON: {demo_path}",
+        f"logs: {mesh.log_dir}",
+        "",
+        "seal an invoice:",
+        curl,
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    console.print(Panel("\n".join(lines), expand=False), soft_wrap=True)

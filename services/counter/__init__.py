@@ -1,0 +1,1 @@
+"""The counter service: gapless fiscal numbers per (outlet, series), handed out under leases."""

@@ -1,0 +1,3 @@
+from services.counter.wiring import main
+
+main()

@@ -1,0 +1,3 @@
+from services.ledger.wiring import main
+
+main()

@@ -1,0 +1,254 @@
+"""The ledger's gRPC layer: protobuf in and out, authentication, and nothing else."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from fiscal.v1 import ledger_pb2, ledger_pb2_grpc
+from services.ledger import receipt
+from services.ledger.access import Principal
+from services.ledger.model import InvoiceFilter, InvoiceRecord
+from services.ledger.sealing import (CreditNoteRequest, Payment, SaleLine, SaleRequest, require_identifier,
+                                     require_uuid)
+from services.runtime.faults import InvalidArgument, NotFound
+from services.runtime.grpc_errors import handles_faults
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def _timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC))
+    return stamp
+
+
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value
+    return None
+
+
+def invoice_message(record: InvoiceRecord, public_url: str) -> ledger_pb2.Invoice:
+    body = json.loads(record.body)
+    statement = receipt.Statement(record.fiscal_number, body["fiscal_authority_id"], body["sealed_at"],
+                                  body["total"], body["currency"], receipt.b64url(record.body_digest))
+    local = record.sealed_at.astimezone(ZoneInfo(body.get("time_zone") or "UTC"))
+    return ledger_pb2.Invoice(
+        id=record.id, merchant_id=record.merchant_id, outlet_id=record.outlet_id,
+        client_invoice_id=record.client_invoice_id, pos_terminal_id=record.pos_terminal_id,
+        cashier_id=record.cashier_id, kind=record.kind, status=record.status, currency=record.currency,
+        lines=[ledger_pb2.InvoiceLine(**line) for line in body["lines"]],
+        tax_totals=[ledger_pb2.TaxTotal(**total) for total in body["tax_totals"]],
+        total_taxable=body["total_taxable"], total_tax=body["total_tax"], total=body["total"],
+        payments=[ledger_pb2.PaymentLine(**payment) for payment in body["payments"]],
+        payment_status=body["payment_status"], buyer=ledger_pb2.Buyer(**body.get("buyer", {})),
+        sold_at=_timestamp(record.sold_at), original_invoice_id=record.original_invoice_id or "",
+        reason=body.get("reason", ""), created_at=_timestamp(record.created_at or record.sealed_at),
+        fiscal=ledger_pb2.FiscalBlock(
+            fiscal_number=record.fiscal_number, outlet_code=body["outlet_code"], series=record.series,
+            counter=record.number, fiscal_authority_id=body["fiscal_authority_id"], auth_code=record.auth_code,
+            sealed_at=_timestamp(record.sealed_at), sealed_at_local=local.isoformat(timespec="seconds"),
+            qr_code=receipt.qr_url(public_url, statement, record.auth_code, record.key_id, record.signature),
+            signature=receipt.b64url(record.signature), key_id=record.key_id,
+            body_digest=receipt.b64url(record.body_digest), prev_hash=receipt.b64url(record.prev_hash),
+            hash=receipt.b64url(record.hash), taxpayer_id=body["taxpayer_id"], time_zone=body.get("time_zone", ""),
+        ),
+    )
+
+
+def _lines(lines) -> list[SaleLine]:
+    return [SaleLine(l.description, l.quantity, l.unit_price, l.tax_group, l.sku) for l in lines]
+
+
+def _parse_time(text: str, field: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return receipt.parse_timestamp(text)
+    except ValueError:
+        raise InvalidArgument(f"{field} must be an RFC 3339 time with a zone, got {text!r}", field=field) from None
+
+
+def _page_token(seq: int | None) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=") if seq is not None else ""
+
+
+def _parse_page_token(token: str) -> int | None:
+    if not token:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        if not text.startswith("s"):
+            raise ValueError
+        return int(text[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument("page_token is not one this API returned", field="page_token") from None
+
+
+class InvoiceServicer(ledger_pb2_grpc.InvoiceServiceServicer):
+    def __init__(self, ledger):
+        self.ledger = ledger  # services.ledger.wiring.Ledger: the sealer, the store and the caches
+
+    async def _principal(self, context) -> Principal:
+        return await self.ledger.authenticate(_authorization(context))
+
+    @handles_faults
+    async def SealInvoice(self, request, context):
+        principal = await self._principal(context)
+        sale = SaleRequest(
+            outlet_id=request.outlet_id, client_invoice_id=request.client_invoice_id,
+            pos_terminal_id=request.pos_terminal_id, cashier_id=request.cashier_id, currency=request.currency,
+            lines=_lines(request.lines),
+            payments=[Payment(p.method, p.amount, p.reference) for p in request.payments],
+            buyer={k: v for k, v in (("name", request.buyer.name), ("tax_id", request.buyer.tax_id),
+                                     ("phone", request.buyer.phone), ("email", request.buyer.email)) if v},
+            sold_at=request.sold_at,
+        )
+        record = await self.ledger.sealer.seal_invoice(principal, sale)
+        return invoice_message(record, self.ledger.public_url)
+
+    @handles_faults
+    async def CreateCreditNote(self, request, context):
+        principal = await self._principal(context)
+        note = CreditNoteRequest(
+            original_invoice_id=request.id, client_invoice_id=request.client_invoice_id,
+            pos_terminal_id=request.pos_terminal_id, cashier_id=request.cashier_id, reason=request.reason,
+            lines=_lines(request.lines))
+        record = await self.ledger.sealer.create_credit_note(principal, note)
+        return invoice_message(record, self.ledger.public_url)
+
+    @handles_faults
+    async def GetInvoice(self, request, context):
+        principal = await self._principal(context)
+        invoice_id = require_uuid(request.id, "id", "invoice")
+        record = await self.ledger.store.invoice(principal.merchant_id, invoice_id)
+        if record is None or (principal.outlet_id and record.outlet_id != principal.outlet_id):
+            raise NotFound(f"invoice {invoice_id} not found")
+        return invoice_message(record, self.ledger.public_url)
+
+    @handles_faults
+    async def ListInvoices(self, request, context):
+        principal = await self._principal(context)
+        page_size = request.page_size or DEFAULT_PAGE_SIZE
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE_SIZE}", field="page_size")
+        outlet_id = principal.visible_outlet(request.outlet_id or None)
+        if outlet_id:
+            outlet_id = require_uuid(outlet_id, "outlet_id", "outlet")
+        for name in ("pos_terminal_id", "cashier_id"):
+            if getattr(request, name):
+                require_identifier(getattr(request, name), name)
+        if request.kind and request.kind not in ("invoice", "credit_note"):
+            raise InvalidArgument("kind must be invoice or credit_note", field="kind")
+        if request.status and request.status != "sealed":
+            raise InvalidArgument("status must be sealed", field="status")
+        where = InvoiceFilter(
+            merchant_id=principal.merchant_id, outlet_id=outlet_id, pos_terminal_id=request.pos_terminal_id or None,
+            cashier_id=request.cashier_id or None, sealed_from=_parse_time(getattr(request, "from"), "from"),
+            sealed_to=_parse_time(request.to, "to"), status=request.status or None, kind=request.kind or None)
+        records, next_seq = await self.ledger.store.list_invoices(where, page_size,
+                                                                  _parse_page_token(request.page_token))
+        return ledger_pb2.ListInvoicesResponse(
+            invoices=[invoice_message(r, self.ledger.public_url) for r in records],
+            next_page_token=_page_token(next_seq))
+
+    @handles_faults
+    async def ListKeys(self, request, context):
+        keys = await self.ledger.public_keys(refresh=False)
+        return ledger_pb2.KeySet(fiscal_authority_id=self.ledger.authority_id, keys=[
+            ledger_pb2.Jwk(kid=k.kid, kty=k.kty, crv=k.crv, x=k.x, y=k.y, alg=k.alg, use=k.use, status=k.status,
+                           created_at=k.created_at if k.HasField("created_at") else None,
+                           retired_at=k.retired_at if k.HasField("retired_at") else None)
+            for k in keys])
+
+    @handles_faults
+    async def VerifyReceipt(self, request, context):
+        params = {name: getattr(request, name) for name in ("fn", "fa", "ts", "tt", "cur", "d", "ac", "kid", "sg")}
+        if request.v not in (0, 1):
+            raise InvalidArgument(f"unsupported receipt version {request.v}", field="v")
+        if not any(params.values()):
+            raise InvalidArgument("pass the receipt's QR code parameters (fn, fa, ts, tt, cur, d, ac, kid, sg)")
+        keys = await self.ledger.jwks()
+        if params["kid"] and params["kid"] not in keys:
+            keys = await self.ledger.jwks(refresh=True)
+        check = receipt.check_qr(params, keys)
+        answer = ledger_pb2.VerifyReceiptResponse(
+            valid=check.valid, reason=check.reason, fiscal_number=params["fn"], fiscal_authority_id=params["fa"],
+            total=params["tt"], currency=params["cur"], auth_code=params["ac"], key_id=params["kid"])
+        try:
+            answer.sealed_at.CopyFrom(_timestamp(receipt.parse_timestamp(params["ts"])))
+        except (ValueError, TypeError):
+            pass
+        if check.valid and check.statement is not None:
+            record = await self.ledger.store.invoice_by_fiscal_number(params["fn"])
+            if record is not None and record.statement == check.statement.text() \
+                    and receipt.b64url(record.signature) == params["sg"]:
+                body = json.loads(record.body)
+                answer.registered = True
+                answer.outlet_name = body.get("outlet_name", "")
+                answer.taxpayer_id = body.get("taxpayer_id", "")
+        return answer
+
+
+class TerminalServicer(ledger_pb2_grpc.TerminalServiceServicer):
+    def __init__(self, ledger):
+        self.ledger = ledger
+
+    @handles_faults
+    async def Heartbeat(self, request, context):
+        principal = await self.ledger.authenticate(_authorization(context))
+        outlet = await self.ledger.sealer.outlet_for(principal, request.outlet_id)
+        principal.require_write(outlet.id)
+        require_identifier(request.pos_terminal_id, "pos_terminal_id")
+        if request.cashier_id:
+            require_identifier(request.cashier_id, "cashier_id")
+        if request.draft_count < 0 or request.oldest_draft_age_seconds < 0 or request.rejected_count < 0:
+            raise InvalidArgument("draft_count, oldest_draft_age_seconds and rejected_count must not be negative")
+        if request.state and request.state not in ("online", "offline", "syncing"):
+            raise InvalidArgument("state must be online, offline or syncing", field="state")
+        if len(request.sdk_version) > 64:
+            raise InvalidArgument("sdk_version is longer than 64 characters", field="sdk_version")
+        now = datetime.now(UTC)
+        await self.ledger.store.record_heartbeat(
+            outlet.id, request.pos_terminal_id, request.cashier_id, request.draft_count,
+            request.oldest_draft_age_seconds, request.rejected_count, request.state, request.sdk_version, now)
+        return ledger_pb2.HeartbeatResponse(server_time=_timestamp(now),
+                                            offline_grace_seconds=outlet.offline_grace_seconds)
+
+    @handles_faults
+    async def ListTerminals(self, request, context):
+        principal = await self.ledger.authenticate(_authorization(context))
+        outlet_id = principal.visible_outlet(request.outlet_id or None)
+        if outlet_id:
+            outlet_id = require_uuid(outlet_id, "outlet_id", "outlet")
+        rows = await self.ledger.store.terminals(principal.merchant_id, outlet_id)
+        return ledger_pb2.ListTerminalsResponse(terminals=[ledger_pb2.Terminal(
+            pos_terminal_id=r["pos_terminal_id"], outlet_id=r["outlet_id"], last_cashier_id=r["last_cashier_id"],
+            first_seen_at=_timestamp(r["first_seen_at"]), last_seen_at=_timestamp(r["last_seen_at"]),
+            last_heartbeat_at=_timestamp(r["last_heartbeat_at"]), draft_count=r["draft_count"],
+            oldest_draft_age_seconds=r["oldest_draft_age_seconds"], state=r["state"],
+            sdk_version=r["sdk_version"], last_seal_at=_timestamp(r["last_seal_at"])) for r in rows])
+
+
+class LedgerInternalServicer(ledger_pb2_grpc.LedgerInternalServiceServicer):
+    def __init__(self, ledger):
+        self.ledger = ledger
+
+    @handles_faults
+    async def GetChainHead(self, request, context):
+        outlet_id = require_uuid(request.outlet_id, "outlet_id", "outlet")
+        if not request.series:
+            raise InvalidArgument("series is required", field="series")
+        number, last_hash = await self.ledger.store.chain_head(outlet_id, request.series)
+        return ledger_pb2.ChainHead(last_number=number, last_hash=receipt.b64url(last_hash) if last_hash else "")

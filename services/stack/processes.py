@@ -1,0 +1,116 @@
+"""Start, watch and stop the stack's processes (services and Envoy), each in its own process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the process that started us dies, even by SIGKILL (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    port: int | None = None
+    popen: subprocess.Popen | None = field(default=None, repr=False)
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.popen = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            start_new_session=True,  # its own group: Ctrl-C on the CLI reaches it only through us
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL: no process is left behind."""
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+def service_process(service: str, port: int, env: dict[str, str], log_dir: Path, replica: int = 0) -> ManagedProcess:
+    full_env = {**os.environ, **env, "FISCAL_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    suffix = f"-{replica}" if replica else ""
+    return ManagedProcess(
+        name=f"{service}{suffix}",
+        argv=[sys.executable, "-m", f"services.{service}"],
+        env=full_env,
+        log_path=log_dir / f"{service}{suffix}.log",
+        port=port,
+    )
+
+
+def wait_serving(process: ManagedProcess, timeout: float = 60.0) -> None:
+    """Block until the process's gRPC health check answers SERVING."""
+    deadline = time.monotonic() + timeout
+    last_error = "no answer"
+    with grpc.insecure_channel(f"127.0.0.1:{process.port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if not process.alive:
+                raise RuntimeError(f"{process.name} exited ({process.popen.returncode}):\n{process.log_tail()}")
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last_error = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+            except grpc.RpcError as exc:
+                last_error = exc.code().name
+            time.sleep(0.1)
+    raise TimeoutError(f"{process.name} not serving after {timeout}s ({last_error}):\n{process.log_tail()}")

@@ -1,0 +1,68 @@
+"""Shared fixtures: one real PostgreSQL per test session (embedded unless DATABASE_URL is set), a fresh
+database per fixture that asks for one, and whole meshes (services as processes behind Envoy)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from services.runtime.database import migrate
+from services.stack.mesh import Mesh, MeshOptions
+from services.stack.postgres import start_database
+
+SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
+
+
+@pytest.fixture(scope="session")
+def work_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fiscal")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def postgres_server(tmp_path_factory):
+    """The session's PostgreSQL server. Every database the tests make lives on it and is dropped after."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    server = start_database(tmp_path_factory.mktemp("pg"))
+    os.environ["DATABASE_URL"] = server.url
+    try:
+        yield server.url
+    finally:
+        del os.environ["DATABASE_URL"]
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server, work_dir) -> str:
+    """A fresh database with every service schema migrated."""
+    database = start_database(work_dir, fresh_database="fiscal_test")
+    sa_url = "postgresql+psycopg://" + database.url.split("://", 1)[1]
+    for service in ("counter", "signing", "ledger"):
+        if (SERVICES_DIR / service / "migrations").exists():
+            migrate(service, sa_url)
+    yield database.url
+    database.stop()
+
+
+@pytest.fixture(scope="session")
+def start_mesh(postgres_server, tmp_path_factory):
+    """Start a whole mesh on its own fresh database; stopped at the end of the session."""
+    meshes: list[Mesh] = []
+
+    def start(**options) -> Mesh:
+        mesh = Mesh(MeshOptions(data_dir=tmp_path_factory.mktemp("mesh"), fresh_database="fiscal_mesh", **options))
+        meshes.append(mesh)
+        return mesh.start()
+
+    yield start
+    for mesh in meshes:
+        mesh.stop()
+
+
+@pytest.fixture(scope="session")
+def mesh(start_mesh) -> Mesh:
+    """The shared single-replica mesh most tests use (each test provisions its own merchant)."""
+    return start_mesh()
