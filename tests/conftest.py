@@ -4,6 +4,8 @@ database per fixture that asks for one, and whole meshes (services as processes 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,13 +28,16 @@ def postgres_server(tmp_path_factory):
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
-    server = start_database(tmp_path_factory.mktemp("pg"))
+    # Outside pytest's own temp tree: pytest prunes old run directories, even under a live server.
+    pg_root = Path(tempfile.mkdtemp(prefix="fiscal-pg-"))
+    server = start_database(pg_root)
     os.environ["DATABASE_URL"] = server.url
     try:
         yield server.url
     finally:
         del os.environ["DATABASE_URL"]
         server.stop()
+        shutil.rmtree(pg_root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -67,17 +67,12 @@ def counter_env(database_url, ledger) -> dict[str, str]:
 def processes(counter_env, work_dir):
     """Replicas a and b (sharing the database), and c whose ledger address answers nothing."""
     dead_ledger = f"127.0.0.1:{free_port()}"
-    started = {
-        "a": service_process("counter", free_port(), counter_env, work_dir / "logs", replica=1),
-        "b": service_process("counter", free_port(), counter_env, work_dir / "logs", replica=2),
-        "c": service_process("counter", free_port(), {**counter_env, "FISCAL_LEDGER_ADDR": dead_ledger},
-                             work_dir / "logs", replica=3),
-    }
-    for process in started.values():
-        process.start()
+    started = {}
     try:
-        for process in started.values():
-            wait_serving(process)
+        for replica, (name, env) in enumerate(
+                [("a", counter_env), ("b", counter_env), ("c", {**counter_env, "FISCAL_LEDGER_ADDR": dead_ledger})],
+                start=1):
+            started[name] = spawn(env, free_port(), work_dir, replica)
         yield started
     finally:
         for process in started.values():
@@ -90,6 +85,21 @@ async def stubs(processes):
     yield {name: counter_pb2_grpc.CounterServiceStub(channel) for name, channel in channels.items()}
     for channel in channels.values():
         await channel.close()
+
+
+def spawn(name_env: dict[str, str], port: int, work_dir, replica: int, attempts: int = 3):
+    """Start a counter process and wait until it serves. This process runs gRPC while it forks, and
+    gRPC's fork handling occasionally aborts the child before it execs (GRPC_ENABLE_FORK_SUPPORT=false
+    in the environment of pytest avoids it): such a start is retried."""
+    for attempt in range(attempts):
+        process = service_process("counter", port, name_env, work_dir / "logs", replica=replica).start()
+        try:
+            wait_serving(process)
+            return process
+        except RuntimeError:  # exited during start
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def new_outlet() -> str:
@@ -256,16 +266,16 @@ async def test_ledger_unreachable_during_reconciliation_issues_nothing(stubs, le
 
 async def test_counter_killed_with_an_open_lease_continues_after_restart(counter_env, work_dir, ledger):
     port = free_port()
-    channels = []
+    process = spawn(counter_env, port, work_dir, replica=9)
+    channel = open_channel(f"127.0.0.1:{port}")
+    stub = counter_pb2_grpc.CounterServiceStub(channel)
 
-    def start():
-        process = service_process("counter", port, counter_env, work_dir / "logs", replica=9).start()
-        wait_serving(process)
-        # A fresh channel (as a caller's retry would find the restarted replica; the old one backs off).
-        channels.append(open_channel(f"127.0.0.1:{port}"))
-        return process, counter_pb2_grpc.CounterServiceStub(channels[-1])
+    async def restart():
+        nonlocal process
+        process.kill()  # SIGKILL to its process group
+        process = spawn(counter_env, port, work_dir, replica=9)
+        await asyncio.wait_for(channel.channel_ready(), 10)  # past the channel's reconnect backoff
 
-    process, stub = start()
     outlet = new_outlet()
     try:
         for _ in range(2):
@@ -274,21 +284,18 @@ async def test_counter_killed_with_an_open_lease_continues_after_restart(counter
             await commit(stub, lease)
         open_lease = await allocate(stub, outlet)
         assert open_lease.number == 3
-        process.kill()  # SIGKILL to the process group
-        process, stub = start()
+        await restart()
         # The holder's commit, retried after the restart, lands: the state was in PostgreSQL.
         ledger.wrote(outlet, 3)
         assert await commit(stub, open_lease) == 3
         orphan = await allocate(stub, outlet)
         assert orphan.number == 4
-        process.kill()  # again, and this time the holder never writes number 4
-        process, stub = start()
+        await restart()  # again, and this time the holder never writes number 4
         replacement = await allocate(stub, outlet)  # waits out the lease, reconciles (head 3)
         assert replacement.number == 4 and replacement.lease_id != orphan.lease_id
         assert await commit(stub, replacement) == 4
     finally:
-        for channel in channels:
-            await channel.close()
+        await channel.close()
         process.stop()
 
 
