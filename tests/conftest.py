@@ -4,6 +4,10 @@ database per fixture that asks for one, and whole meshes (services as processes 
 from __future__ import annotations
 
 import os
+
+# The tests start service processes while gRPC runs in this process; gRPC's fork handlers then
+# occasionally abort the child. The children exec straight away and need none of them.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
 import shutil
 import tempfile
 from pathlib import Path

@@ -54,8 +54,15 @@ def collector():
     server.stop(grace=None)
 
 
-def test_span_tree_of_one_seal(start_mesh, collector):
+@pytest.fixture
+def traced_mesh(start_mesh, collector):
     mesh = start_mesh(otlp_endpoint=collector.endpoint)
+    yield mesh
+    mesh.stop()  # while the collector still runs, so the exporters' final flush has somewhere to go
+
+
+def test_span_tree_of_one_seal(traced_mesh, collector):
+    mesh = traced_mesh
     merchant = provision(mesh, outlets=1, terminals=1)
     outlet = merchant["outlets"][0]
     trace_id, client_span = secrets.token_hex(16), secrets.token_hex(8)

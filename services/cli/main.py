@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# `fiscal up` starts (and restarts) processes while it talks gRPC; they exec at once and need no
+# fork handlers, which can abort a child when other threads are inside gRPC.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import argparse  # noqa: E402
 import asyncio
 import json
 import sys

@@ -23,8 +23,14 @@ def read_state(data_dir: Path) -> dict:
 
 
 def database_url(args) -> str:
-    url = getattr(args, "database_url", None) or os.environ.get("DATABASE_URL") or read_state(args.data_dir)["database_url"]
-    return url
+    """--database-url, else the database of the stack running in --data-dir, else DATABASE_URL."""
+    if getattr(args, "database_url", None):
+        return args.database_url
+    if (args.data_dir / "stack.json").exists():
+        return read_state(args.data_dir)["database_url"]
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    raise SystemExit(f"no database: pass --database-url, set DATABASE_URL, or run `fiscal up --data-dir {args.data_dir}`")
 
 
 def async_url(url: str) -> str:

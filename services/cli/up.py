@@ -37,10 +37,8 @@ def signing_env(backend: str, data_dir: Path) -> dict[str, str]:
         return {"FISCAL_SIGNING_BACKEND": "software"}
     from services.signing.softhsm import init_softhsm_token
 
-    token_dir = data_dir / "softhsm"
-    env = init_softhsm_token(token_dir, label="fiscal", pin="1234", so_pin="5678")
-    return {"FISCAL_SIGNING_BACKEND": "pkcs11", "FISCAL_PKCS11_PIN": "1234", "FISCAL_PKCS11_TOKEN_LABEL": "fiscal",
-            **env}
+    # A development token in the data directory; production points FISCAL_PKCS11_* at the real HSM.
+    return init_softhsm_token(data_dir / "softhsm", label="fiscal", pin="1234", so_pin="5678")
 
 
 def run_up(args) -> int:

@@ -77,24 +77,32 @@ class CounterAllocator:
 
 
 class SigningClient:
-    """sealing.Signer over the signing service."""
+    """sealing.Signer over the signing service, and a cache of its public keys."""
+
+    KEYS_TTL_SECONDS = 60.0
 
     def __init__(self, channel: grpc.aio.Channel):
         self.stub = signing_pb2_grpc.SigningServiceStub(channel)
+        self._keys: list[signing_pb2.PublicKey] = []
+        self._keys_fetched = 0.0
 
     async def sign(self, digest: bytes) -> tuple[bytes, str]:
         try:
             answer = await self.stub.Sign(signing_pb2.SignRequest(digest=digest), timeout=rpc_timeout())
         except grpc.RpcError as error:
             raise _rpc_fault(error, "signing") from error
+        if self._keys and not any(k.kid == answer.key_id for k in self._keys):
+            self._keys_fetched = 0.0  # a rotation happened: publish the new key set at the next read
         return answer.signature, answer.key_id
 
-    async def public_keys(self) -> list[signing_pb2.PublicKey]:
-        try:
-            answer = await self.stub.ListPublicKeys(signing_pb2.ListPublicKeysRequest(), timeout=rpc_timeout())
-        except grpc.RpcError as error:
-            raise _rpc_fault(error, "signing") from error
-        return list(answer.keys)
+    async def public_keys(self, refresh: bool = False) -> list[signing_pb2.PublicKey]:
+        if refresh or not self._keys or time.monotonic() - self._keys_fetched > self.KEYS_TTL_SECONDS:
+            try:
+                answer = await self.stub.ListPublicKeys(signing_pb2.ListPublicKeysRequest(), timeout=rpc_timeout())
+            except grpc.RpcError as error:
+                raise _rpc_fault(error, "signing") from error
+            self._keys, self._keys_fetched = list(answer.keys), time.monotonic()
+        return self._keys
 
 
 class Ledger:
@@ -107,7 +115,6 @@ class Ledger:
         self.public_url = env_str("FISCAL_PUBLIC_URL", "http://127.0.0.1:8080")
         self._keys_cache = TtlCache(ttl=env_float("FISCAL_AUTH_CACHE_SECONDS", 30.0))
         self._outlet_cache = TtlCache(ttl=env_float("FISCAL_OUTLET_CACHE_SECONDS", 30.0))
-        self._jwks: tuple[float, list] = (0.0, [])
         self.sealer = Sealer(store, counter, signing, authority_id=self.authority_id, public_url=self.public_url,
                              outlets=self.outlet)
 
@@ -130,11 +137,7 @@ class Ledger:
         return outlet
 
     async def public_keys(self, refresh: bool = False) -> list:
-        fetched_at, keys = self._jwks
-        if refresh or not keys or time.monotonic() - fetched_at > 30:
-            keys = await self.signing.public_keys()
-            self._jwks = (time.monotonic(), keys)
-        return keys
+        return await self.signing.public_keys(refresh)
 
     async def jwks(self, refresh: bool = False) -> dict[str, dict]:
         return {k.kid: {"kty": k.kty, "crv": k.crv, "x": k.x, "y": k.y} for k in await self.public_keys(refresh)}

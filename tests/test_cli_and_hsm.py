@@ -1,0 +1,147 @@
+"""The `fiscal` command line as a user runs it, and PKCS#11 signing through SoftHSM2 end to end."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import psycopg
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
+
+from services.stack.processes import free_port
+from tests.harness import auth, provision, sale
+
+FISCAL = str(Path(sys.executable).parent / "fiscal")
+
+
+def b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def verify_qr_offline(qr_url: str, jwks: list[dict]) -> bool:
+    """A verifier's own code, written from docs/receipts.md alone: rebuild the statement from the QR,
+    check the ES256 signature with the published key, and the auth code."""
+    q = {k: v[0] for k, v in parse_qs(urlparse(qr_url).query).items()}
+    statement = "\n".join(["FC1", q["fn"], q["fa"], q["ts"], q["tt"], q["cur"], q["d"]]).encode()
+    jwk = next(k for k in jwks if k["kid"] == q["kid"])
+    key = ec.EllipticCurvePublicNumbers(int.from_bytes(b64d(jwk["x"]), "big"), int.from_bytes(b64d(jwk["y"]), "big"),
+                                        ec.SECP256R1()).public_key()
+    raw = b64d(q["sg"])
+    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    key.verify(der, hashlib.sha256(statement).digest(), ec.ECDSA(Prehashed(hashes.SHA256())))  # raises if bad
+    code = base64.b32encode(hashlib.sha256(raw).digest()).decode()[:12]
+    return q["ac"] == f"{code[:4]}-{code[4:8]}-{code[8:]}"
+
+
+def test_pkcs11_signing_through_softhsm_and_offline_qr_verification(start_mesh, tmp_path):
+    from services.signing.softhsm import init_softhsm_token
+
+    mesh = start_mesh(service_env={"signing": init_softhsm_token(tmp_path / "hsm", label="fiscal-test",
+                                                                 pin="4321", so_pin="8765")})
+    merchant = provision(mesh, outlets=1, terminals=1)
+    outlet = merchant["outlets"][0]
+    with httpx.Client(base_url=mesh.gateway_url, timeout=30) as client:
+        invoice = client.post("/v1/invoices", headers=auth(merchant["pos_keys"][outlet["id"]]),
+                              json=sale(outlet, merchant["terminals"][outlet["id"]][0],
+                                        merchant["cashiers"][outlet["id"]][0])).json()
+        jwks = client.get("/v1/keys").json()["keys"]
+    assert verify_qr_offline(invoice["fiscal"]["qr_code"], jwks)
+    listing = subprocess.run([FISCAL, "keys", "list", "--signing-addr", mesh.address("signing")],
+                             capture_output=True, text=True, check=True).stdout
+    assert "pkcs11" in listing and "active" in listing
+    # A tampered QR (another total) fails offline verification.
+    forged = invoice["fiscal"]["qr_code"].replace(f"tt={invoice['total']}", "tt=1.00")
+    try:
+        verify_qr_offline(forged, jwks)
+        raise AssertionError("a forged total verified")
+    except Exception as exc:  # cryptography's InvalidSignature
+        assert type(exc).__name__ == "InvalidSignature"
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{proc.name}: {cmdline[:120]}")
+    return found
+
+
+def test_fiscal_up_verify_rotate_and_clean_stop(tmp_path):
+    data_dir, port = tmp_path / "stack", free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # the embedded PostgreSQL, as a user gets
+    up = subprocess.Popen([FISCAL, "up", "--data-dir", str(data_dir), "--port", str(port)], env=env,
+                          stdout=open(tmp_path / "up.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        gateway = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert up.poll() is None, (tmp_path / "up.log").read_text()
+            if (data_dir / "stack.json").exists():
+                break
+            time.sleep(0.3)
+        assert httpx.get(f"{gateway}/healthz").status_code == 200
+        demo = json.loads((data_dir / "demo.json").read_text())
+        assert demo["gateway_url"] == gateway and len(demo["outlets"]) == 2
+        assert all(len(demo["terminals"][o["id"]]) == 3 for o in demo["outlets"])
+        assert {"admin_key", "read_key", "pos_keys", "tax_groups", "cashiers", "merchant"} <= demo.keys()
+        outlet = demo["outlets"][0]
+        with httpx.Client(base_url=gateway, timeout=30) as client:
+            def seal():
+                answer = client.post("/v1/invoices", headers=auth(demo["pos_keys"][outlet["id"]]),
+                                     json=sale(outlet, demo["terminals"][outlet["id"]][0],
+                                               demo["cashiers"][outlet["id"]][0]))
+                assert answer.status_code == 200, answer.text
+                return answer.json()
+
+            first = seal()
+            cli = [FISCAL, "--data-dir", str(data_dir)]
+            verified = subprocess.run([*cli, "verify", "--outlet", outlet["id"]], capture_output=True, text=True)
+            assert verified.returncode == 0 and "chain and signatures verify" in verified.stdout, verified.stdout
+            rotated = subprocess.run([*cli, "keys", "rotate"], capture_output=True, text=True)
+            assert rotated.returncode == 0, rotated.stderr
+            time.sleep(2.5)  # replicas pick up the new active key within a couple of seconds
+            second = seal()
+            assert second["fiscal"]["key_id"] != first["fiscal"]["key_id"]
+            keys = client.get("/v1/keys").json()["keys"]
+            assert {k["status"] for k in keys} == {"active", "retired"}
+            # The receipt signed before the rotation still verifies, online and offline.
+            assert client.get(urlparse(first["fiscal"]["qr_code"]).path + "?" +
+                              urlparse(first["fiscal"]["qr_code"]).query).json()["valid"] is True
+            assert verify_qr_offline(first["fiscal"]["qr_code"], keys)
+            again = subprocess.run([*cli, "verify", "--outlet", outlet["id"]], capture_output=True, text=True)
+            assert again.returncode == 0, again.stdout
+            # Tamper with the stored invoice: verify notices.
+            state = json.loads((data_dir / "stack.json").read_text())
+            with psycopg.connect(state["database_url"], autocommit=True) as conn:
+                conn.execute("UPDATE ledger.invoices SET body = replace(body, '\"quantity\":\"2\"', "
+                             "'\"quantity\":\"1\"') WHERE id = %s", (first["id"],))
+            tampered = subprocess.run([*cli, "verify", "--outlet", outlet["id"]], capture_output=True, text=True)
+            assert tampered.returncode == 1 and "altered" in tampered.stdout, tampered.stdout
+    finally:
+        up.send_signal(signal.SIGTERM)
+        try:
+            code = up.wait(60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            raise
+    assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
+    assert "nothing left running" in (tmp_path / "up.log").read_text()
+    assert _processes_mentioning(str(data_dir)) == []
+    assert not (data_dir / "stack.json").exists()
