@@ -63,17 +63,18 @@ class CounterAllocator:
         try:
             lease = await self.stub.Allocate(counter_pb2.AllocateRequest(outlet_id=outlet_id, series=series,
                                                                          holder=holder),
-                                             timeout=self.allocate_timeout)
+                                             timeout=self.allocate_timeout, wait_for_ready=True)
         except grpc.RpcError as error:
             raise _rpc_fault(error, "fiscal counter") from error
         return Lease(lease.lease_id, lease.number, lease.expires_at.ToDatetime(tzinfo=UTC))
 
     async def commit(self, lease: Lease) -> None:
-        await self.stub.Commit(counter_pb2.CommitRequest(lease_id=lease.lease_id), timeout=rpc_timeout())
+        await self.stub.Commit(counter_pb2.CommitRequest(lease_id=lease.lease_id), timeout=rpc_timeout(),
+                               wait_for_ready=True)
 
     async def release(self, lease: Lease, reason: str) -> None:
         await self.stub.Release(counter_pb2.ReleaseRequest(lease_id=lease.lease_id, reason=reason[:200]),
-                                timeout=rpc_timeout())
+                                timeout=rpc_timeout(), wait_for_ready=True)
 
 
 class SigningClient:
@@ -88,7 +89,10 @@ class SigningClient:
 
     async def sign(self, digest: bytes) -> tuple[bytes, str]:
         try:
-            answer = await self.stub.Sign(signing_pb2.SignRequest(digest=digest), timeout=rpc_timeout())
+            # wait_for_ready: a signing replica that is restarting is waited for (within the deadline)
+            # instead of failing at once while the channel is in reconnect backoff.
+            answer = await self.stub.Sign(signing_pb2.SignRequest(digest=digest), timeout=rpc_timeout(),
+                                          wait_for_ready=True)
         except grpc.RpcError as error:
             raise _rpc_fault(error, "signing") from error
         if self._keys and not any(k.kid == answer.key_id for k in self._keys):
