@@ -58,7 +58,7 @@ def counter_env(database_url, ledger) -> dict[str, str]:
         "FISCAL_LEASE_SECONDS": str(LEASE_SECONDS),
         "FISCAL_RPC_TIMEOUT_SECONDS": "2",
         "FISCAL_DB_POOL_SIZE": "5",
-        # Slow polling (production: 0.05 s), so a prompt wake-up across replicas can only be NOTIFY's.
+        # Slow polling (the production default too), so a prompt wake-up across replicas can only be NOTIFY's.
         "FISCAL_COUNTER_POLL_SECONDS": "0.5",
     }
 

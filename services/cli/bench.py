@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import statistics
 import tempfile
 import time
@@ -50,7 +51,7 @@ def sale_body(outlet: dict, terminal: str, cashier: str, n: int) -> dict:
     }
 
 
-async def run_load(gateway_url: str, merchant: dict, duration: float) -> dict:
+async def run_load(gateway_url: str, merchant: dict, duration: float, think_time: float = 0.0) -> dict:
     latencies: list[float] = []
     statuses: Counter = Counter()
     deadline = time.monotonic() + duration
@@ -71,7 +72,11 @@ async def run_load(gateway_url: str, merchant: dict, duration: float) -> dict:
                         latencies.append(time.perf_counter() - started)
                 except httpx.HTTPError as exc:
                     statuses[type(exc).__name__] += 1
+                if think_time:
+                    # A till between two sales; jittered so terminals do not march in step.
+                    await asyncio.sleep(think_time * random.uniform(0.5, 1.5))
 
+        await asyncio.sleep(0)
         tasks = [terminal_loop(outlet, terminal, merchant["cashiers"][outlet["id"]][i % 2])
                  for outlet in merchant["outlets"]
                  for i, terminal in enumerate(merchant["terminals"][outlet["id"]])]
@@ -93,7 +98,7 @@ async def run_load(gateway_url: str, merchant: dict, duration: float) -> dict:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0.0
 
     return {
-        "outlets": len(merchant["outlets"]),
+        "outlets": len(merchant["outlets"]), "think_time_s": think_time,
         "terminals_per_outlet": len(next(iter(merchant["terminals"].values()))),
         "duration_s": round(elapsed, 1), "sealed": len(latencies),
         "seals_per_s": round(len(latencies) / elapsed, 1),
@@ -123,17 +128,21 @@ def run_bench(args) -> int:
     try:
         with console.status(f"provisioning {args.outlets} outlets x {args.terminals} terminals…"):
             merchant = asyncio.run(provision(db_url, args.outlets, args.terminals, gateway_url))
-        result = asyncio.run(run_load(gateway_url, merchant, args.duration))
+        result = asyncio.run(run_load(gateway_url, merchant, args.duration, args.think_time))
         result["replicas"] = args.replicas if mesh else "as running"
     finally:
         if mesh:
             mesh.stop()
-    table = Table("outlets x terminals", "seconds", "sealed", "seals/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
+    table = Table("outlets x terminals", "think s", "seconds", "sealed", "seals/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
                   "responses")
-    table.add_row(f"{result['outlets']} x {result['terminals_per_outlet']}", str(result["duration_s"]),
+    table.add_row(f"{result['outlets']} x {result['terminals_per_outlet']}", str(args.think_time),
+                  str(result["duration_s"]),
                   str(result["sealed"]), str(result["seals_per_s"]), str(result["p50_ms"]), str(result["p95_ms"]),
                   str(result["p99_ms"]), str(result["max_ms"]), json.dumps(result["responses"]))
     console.print(table)
+    console.print(f"{result['sealed']} seals in {result['duration_s']} s = {result['seals_per_s']} seals/s; latency ms "
+                  f"p50 {result['p50_ms']}, p95 {result['p95_ms']}, p99 {result['p99_ms']}, max {result['max_ms']}; "
+                  f"responses {json.dumps(result['responses'])}", soft_wrap=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
         console.print(f"wrote {args.json}")

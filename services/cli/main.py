@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--outlets", type=int, default=100)
     bench.add_argument("--terminals", type=int, default=4, help="terminals per outlet")
     bench.add_argument("--duration", type=float, default=30.0, help="seconds of load (default: %(default)s)")
+    bench.add_argument("--think-time", type=float, default=0.0,
+                       help="seconds a terminal waits between sales (0: back to back, the saturation test)")
     bench.add_argument("--replicas", type=int, default=1, help="replicas when the bench starts its own stack")
     bench.add_argument("--json", help="also write the result as JSON to this file")
     for sub in (up, verify, keys, merchant, bench):

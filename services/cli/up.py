@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 
 from rich.console import Console
-from rich.panel import Panel
 
 from services.cli.state import async_url, write_state
 from services.stack.mesh import Mesh, MeshOptions
@@ -105,4 +104,5 @@ def _print_ready(mesh: Mesh, demo: dict, demo_path: Path) -> None:
         "",
         "Ctrl-C stops everything.",
     ]
-    console.print(Panel("\n".join(lines), expand=False), soft_wrap=True)
+    # Plain lines, not a panel: the keys and the curl command must survive copy-paste at any width.
+    console.print("\n".join(lines), soft_wrap=True, highlight=False)

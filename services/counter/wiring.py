@@ -60,7 +60,8 @@ async def mount(server: grpc.aio.Server) -> AsyncIterator[Mounted]:
         store, LedgerChainHeads(ledger_channel),
         lease_seconds=env_float("FISCAL_LEASE_SECONDS", 10.0),
         ledger_timeout=rpc_timeout(),
-        poll_seconds=env_float("FISCAL_COUNTER_POLL_SECONDS", 0.05),
+        # NOTIFY wakes waiters; polling is only the fallback for a lost notification.
+        poll_seconds=env_float("FISCAL_COUNTER_POLL_SECONDS", 0.5),
         max_wait_seconds=env_float("FISCAL_COUNTER_MAX_WAIT_SECONDS", 30.0),
     )
     listener = FreedListener(psycopg_conninfo(engine), counters.waiters.wake, counters.waiters.wake_all)

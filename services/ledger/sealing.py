@@ -138,6 +138,10 @@ class Sealer:
         self.outlets = outlets  # async (outlet_id) -> Outlet | None, cached by the caller
         self.clock = clock
         self.lease_margin = lease_margin
+        # (outlet, series) -> (number, hash) of the last entry this process wrote: the next seal of the
+        # outlet usually links to it without a query. A hash never changes once written, so a stale
+        # entry is simply not used (the number will not match).
+        self._last_entry: dict[tuple[str, str], tuple[int, bytes]] = {}
 
     async def outlet_for(self, principal: Principal, outlet_id: str) -> Outlet:
         outlet_id = require_uuid(outlet_id, "outlet_id", "outlet")
@@ -347,6 +351,7 @@ class Sealer:
             except BaseException as exc:
                 await self._release(lease, f"seal failed: {type(exc).__name__}")
                 raise
+            self._last_entry[(outlet.id, series)] = (record.number, record.hash)
             await self._commit(lease)
             return record
         raise Unavailable("could not take a fiscal number after several attempts; retry")
@@ -354,8 +359,11 @@ class Sealer:
     async def _sign_entry(self, outlet, kind, series, lease: Lease, request, fingerprint, content, original
                           ) -> InvoiceRecord:
         number = lease.number
+        cached = self._last_entry.get((outlet.id, series))
         if number == 1:
             prev_hash = receipt.GENESIS_HASH
+        elif cached is not None and cached[0] == number - 1:
+            prev_hash = cached[1]
         else:
             prev_hash = await self.store.entry_hash(outlet.id, series, number - 1)
             if prev_hash is None:

@@ -22,7 +22,9 @@ def create_engine(default_pool_size: int = 10) -> AsyncEngine:
         database_url(),
         pool_size=env_int("FISCAL_DB_POOL_SIZE", default_pool_size),
         max_overflow=env_int("FISCAL_DB_MAX_OVERFLOW", 5),
-        pool_pre_ping=True,
+        # No pre-ping: it would cost a round trip per checkout on the seal path. A connection that
+        # died with the server fails one call, answered UNAVAILABLE (see grpc_errors), and is dropped.
+        pool_pre_ping=False,
         pool_recycle=1800,
     )
     instrument_engine(engine)

@@ -50,6 +50,16 @@ def fault_status(fault: Fault) -> grpc.Status:
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
+def _is_database_outage(exc: Exception) -> bool:
+    """A lost or refused database connection (not a bad query): the caller should retry."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError) and (exc.connection_invalidated or
+                                               isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))):
+        return True
+    return isinstance(exc, sa_exc.TimeoutError)  # no pooled connection within pool_timeout
+
+
 def handles_faults(method: F) -> F:
     """Decorate a grpc.aio servicer method: a Fault aborts the call with its status; anything else
     is logged with its stack and answered INTERNAL with no detail (never a stack trace to a client)."""
@@ -62,7 +72,13 @@ def handles_faults(method: F) -> F:
             await context.abort_with_status(fault_status(fault))
         except grpc.aio.AbortError:
             raise
-        except Exception:  # noqa: BLE001 - the boundary: log it, answer a generic error
+        except (OSError, ConnectionError) as exc:
+            log.warning("dependency unreachable", rpc=method.__name__, error=str(exc))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "a dependency is unavailable; retry")
+        except Exception as exc:  # noqa: BLE001 - the boundary: never a stack trace to a client
+            if _is_database_outage(exc):
+                log.warning("database unavailable", rpc=method.__name__, error=str(exc).splitlines()[0])
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable; retry")
             log.exception("unhandled error", rpc=method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
