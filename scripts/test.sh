@@ -9,6 +9,9 @@ apt_install softhsm2-util:softhsm2 chromium:chromium
 echo "== generated code matches protos/"
 .venv/bin/python protos/generate.py --check
 
+echo "== lint (ruff)"
+.venv/bin/ruff check services gateway tests protos
+
 echo "== Python tests"
 .venv/bin/pytest "$@"
 

@@ -88,7 +88,7 @@ async def seal_many(gateway_url: str, merchant: dict, per_terminal: int, *, tole
     async with httpx.AsyncClient(base_url=gateway_url, timeout=60.0, limits=limits) as client:
         async def terminal(outlet, terminal_id, cashier_id):
             headers = auth(merchant["pos_keys"][outlet["id"]])
-            for n in range(per_terminal):
+            for _ in range(per_terminal):
                 body = sale(outlet, terminal_id, cashier_id)
                 for _attempt in range(150 if tolerate_errors else 1):
                     try:

@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlparse
 
 import httpx
-import pytest
 
-from tests.harness import (auth, ledger_rows, numbers_by_outlet, provision, sale, seal_many, verify_chains)
+from tests.harness import auth, ledger_rows, numbers_by_outlet, provision, sale, seal_many, verify_chains
 
 
 def assert_gapless_and_verified(mesh, merchant: dict, expected_per_outlet: int | None = None) -> None:

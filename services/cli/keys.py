@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import grpc
+from fiscal.v1 import signing_pb2, signing_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from fiscal.v1 import signing_pb2, signing_pb2_grpc
 from services.cli.state import read_state
 from services.runtime.channels import grpc_target
 

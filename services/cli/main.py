@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from services.cli.state import DEFAULT_DATA_DIR, async_url, database_url, read_state
+from services.cli.state import DEFAULT_DATA_DIR, async_url, database_url
 
 
 def _merchant_create(args) -> int:

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import grpc
 from fiscal.v1 import counter_pb2, counter_pb2_grpc
-from google.protobuf import timestamp_pb2
 
 from services.counter.domain import Counters
 from services.runtime.grpc_errors import handles_faults
-
-
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+from services.runtime.timestamps import to_timestamp as _timestamp
 
 
 class CounterServicer(counter_pb2_grpc.CounterServiceServicer):

@@ -19,12 +19,26 @@ import structlog
 
 from services.ledger import receipt
 from services.ledger.access import Principal
-from services.ledger.model import (CREDIT_NOTE_SERIES, INVOICE_SERIES, DuplicateClientInvoice, DuplicateNumber,
-                                   InvoiceRecord, OutboxEvent, Outlet)
-from services.ledger.money import (PricedLine, TaxGroup, compute_totals, fmt, minor_units, parse_signed_positive,
-                                   price_line, MAX_QUANTITY_DECIMALS)
-from services.runtime.faults import (AlreadyExists, Fault, FailedPrecondition, InvalidArgument, NotFound,
-                                     Unavailable)
+from services.ledger.model import (
+    CREDIT_NOTE_SERIES,
+    INVOICE_SERIES,
+    DuplicateClientInvoice,
+    DuplicateNumber,
+    InvoiceRecord,
+    OutboxEvent,
+    Outlet,
+)
+from services.ledger.money import (
+    MAX_QUANTITY_DECIMALS,
+    PricedLine,
+    TaxGroup,
+    compute_totals,
+    fmt,
+    minor_units,
+    parse_signed_positive,
+    price_line,
+)
+from services.runtime.faults import AlreadyExists, FailedPrecondition, Fault, InvalidArgument, NotFound, Unavailable
 from services.runtime.telemetry import tracer
 
 log = structlog.get_logger()

@@ -9,27 +9,20 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from fiscal.v1 import ledger_pb2, ledger_pb2_grpc
+
 from services.ledger import receipt
 from services.ledger.access import Principal
 from services.ledger.model import InvoiceFilter, InvoiceRecord
-from services.ledger.sealing import (CreditNoteRequest, Payment, SaleLine, SaleRequest, require_identifier,
-                                     require_uuid)
+from services.ledger.sealing import CreditNoteRequest, Payment, SaleLine, SaleRequest, require_identifier, require_uuid
 from services.runtime.faults import InvalidArgument, NotFound
 from services.runtime.grpc_errors import handles_faults
+from services.runtime.timestamps import to_timestamp as _timestamp
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 
-def _timestamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.astimezone(UTC))
-    return stamp
 
 
 def _authorization(context: grpc.aio.ServicerContext) -> str | None:

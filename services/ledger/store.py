@@ -12,8 +12,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ledger.access import Principal
-from services.ledger.model import (DuplicateClientInvoice, DuplicateNumber, InvoiceFilter, InvoiceRecord,
-                                   Outlet, OutboxEvent)
+from services.ledger.model import (
+    DuplicateClientInvoice,
+    DuplicateNumber,
+    InvoiceFilter,
+    InvoiceRecord,
+    OutboxEvent,
+    Outlet,
+)
 from services.ledger.money import TaxGroup
 
 metadata = sa.MetaData(schema="ledger")

@@ -8,9 +8,8 @@ from datetime import UTC
 
 import grpc
 import sqlalchemy as sa
+from fiscal.v1 import counter_pb2, counter_pb2_grpc, ledger_pb2, ledger_pb2_grpc, signing_pb2, signing_pb2_grpc
 
-from fiscal.v1 import (counter_pb2, counter_pb2_grpc, ledger_pb2, ledger_pb2_grpc, signing_pb2,
-                       signing_pb2_grpc)
 from services.ledger.access import Principal, bearer_token, hash_api_key
 from services.ledger.sealing import Lease, Sealer
 from services.ledger.servicer import InvoiceServicer, LedgerInternalServicer, TerminalServicer

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fiscal.v1 import signing_pb2, signing_pb2_grpc
-from google.protobuf import timestamp_pb2
 
 from services.runtime.grpc_errors import handles_faults
+from services.runtime.timestamps import to_timestamp as _timestamp
 from services.signing.keys import ALGORITHM, CURVE, KeyManager, KeyRecord
-
-
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def public_key_message(key: KeyRecord) -> signing_pb2.PublicKey:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway.render import GatewayPlan, write as write_gateway_config
+from gateway.render import GatewayPlan
+from gateway.render import write as write_gateway_config
 from services.runtime.database import migrate
 from services.stack.postgres import Database, start_database
 from services.stack.processes import ManagedProcess, free_port, service_process, wait_serving
