@@ -85,3 +85,11 @@ def test_signing_down_answers_503_writes_nothing_and_the_next_seal_takes_the_num
         assert nxt.status_code == 200, nxt.text
         assert nxt.json()["fiscal"]["counter"] == "2"  # the failed seal's number was released, not lost
     _assert_exactly_once_and_gapless(mesh, merchant, 2)
+
+
+@pytest.mark.parametrize("service", ["counter", "signing", "ledger"])
+def test_sigterm_drains_and_exits_cleanly(fragile_mesh, service):
+    process = fragile_mesh.processes[service][0]
+    assert process.stop() == 0  # SIGTERM: health NOT_SERVING, drain, close, exit 0
+    assert '"event": "stopped"' in process.log_path.read_text()
+    fragile_mesh.restart(process)
