@@ -59,7 +59,8 @@ def test_service_killed_mid_seal_leaves_no_gap_and_no_duplicate(fragile_mesh, vi
     result = _load_while(mesh, merchant, per_terminal, kill_and_restart)
     assert len(result["ok"]) == 2 * 3 * per_terminal
     assert result["errors"], "the kill should have failed some requests (else it did not hit mid-seal)"
-    assert all(status in (503, 409, "ReadError", "RemoteProtocolError", "ConnectError", 504) or status == 502
+    # Only "retry" answers (busy, unavailable) or a dropped connection; never a 500 or a 4xx refusal.
+    assert all(status in (409, 502, 503, 504) or isinstance(status, str)
                for status, _ in result["errors"]), result["errors"][:5]
     _assert_exactly_once_and_gapless(mesh, merchant, 3 * per_terminal)
 

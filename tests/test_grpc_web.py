@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 
 import httpx
-
 from fiscal.v1 import ledger_pb2
+
 from tests.harness import auth, provision
 
 

@@ -61,7 +61,7 @@ async def mount(server: grpc.aio.Server) -> AsyncIterator[Mounted]:
         lease_seconds=env_float("FISCAL_LEASE_SECONDS", 10.0),
         ledger_timeout=rpc_timeout(),
         # NOTIFY wakes waiters; polling is only the fallback for a lost notification.
-        poll_seconds=env_float("FISCAL_COUNTER_POLL_SECONDS", 0.5),
+        poll_seconds=env_float("FISCAL_COUNTER_POLL_SECONDS", 2.0),
         max_wait_seconds=env_float("FISCAL_COUNTER_MAX_WAIT_SECONDS", 30.0),
     )
     listener = FreedListener(psycopg_conninfo(engine), counters.waiters.wake, counters.waiters.wake_all)
