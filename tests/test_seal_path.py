@@ -216,3 +216,9 @@ def test_keys_are_public_and_grpc_internals_are_not_routed(mesh):
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "http://till.example"
         assert "grpc-status" in preflight.headers["access-control-expose-headers"]
+        # The answers themselves carry the CORS header too, or a till on another origin cannot read them.
+        cross_origin = client.get("/v1/keys", headers={"Origin": "http://till.example"})
+        assert cross_origin.headers["access-control-allow-origin"] == "http://till.example"
+        refused = client.post("/v1/invoices", json={}, headers={"Origin": "http://till.example"})
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == "http://till.example"
