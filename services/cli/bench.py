@@ -63,6 +63,9 @@ async def run_load(gateway_url: str, merchant: dict, duration: float, think_time
 
     async def terminal_loop(outlet: dict, terminal: str, cashier: str) -> None:
         headers = {"Authorization": f"Bearer {merchant['pos_keys'][outlet['id']]}"}
+        if think_time:
+            # Tills do not all ring up their first sale in the same millisecond.
+            await asyncio.sleep(random.uniform(0, think_time))
         n = 0
         while time.monotonic() < deadline:
             n += 1
@@ -78,8 +81,20 @@ async def run_load(gateway_url: str, merchant: dict, duration: float, think_time
                 statuses[type(exc).__name__] += 1
             if think_time:
                 # A till between two sales; jittered so terminals do not march in step.
-                await asyncio.sleep(think_time * random.uniform(0.5, 1.5))
+                pause = think_time * random.uniform(0.5, 1.5)
+                await asyncio.sleep(max(0.0, min(pause, deadline - time.monotonic())))
 
+    # Warm-up, not measured: one sale per outlet fills the ledger's outlet and key caches and opens the
+    # services' database connections, as in a system that has been running.
+    async def warm(outlet: dict) -> None:
+        headers = {"Authorization": f"Bearer {merchant['pos_keys'][outlet['id']]}"}
+        terminal, cashier = merchant["terminals"][outlet["id"]][0], merchant["cashiers"][outlet["id"]][0]
+        async with session.post("/v1/invoices", json=sale_body(outlet, terminal, cashier, 0), headers=headers) as r:
+            await r.read()
+
+    with console.status("warming up…"):
+        await asyncio.gather(*(warm(outlet) for outlet in merchant["outlets"]))
+    deadline = time.monotonic() + duration
     tasks = [terminal_loop(outlet, terminal, merchant["cashiers"][outlet["id"]][i % 2])
              for outlet in merchant["outlets"]
              for i, terminal in enumerate(merchant["terminals"][outlet["id"]])]
