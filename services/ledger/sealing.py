@@ -349,9 +349,15 @@ class Sealer:
                 record = await self._sign_entry(outlet, kind, series, lease, request, fingerprint, content, original)
                 if self.clock() > lease.expires_at - self.lease_margin:
                     # The counter may already have reconciled and reissued this number: don't race it.
-                    raise Unavailable("the fiscal number's lease ran out before the seal finished; retry")
+                    # Nothing was written; give the number back and start over with a fresh lease.
+                    raise _LeaseRanOut()
                 with tracer.start_as_current_span("ledger.insert_sealed"):
                     await self.store.insert_sealed(record, sealed_event(record))
+            except _LeaseRanOut:
+                log.warning("lease ran out before the insert; sealing again", outlet=outlet.code, series=series,
+                            number=lease.number, attempt=attempt)
+                await self._release(lease, "lease ran out before the insert")
+                continue
             except DuplicateClientInvoice:
                 await self._release(lease, "duplicate client_invoice_id")
                 existing = await self.store.invoice_by_client_id(outlet.id, request.client_invoice_id)
@@ -438,6 +444,10 @@ class Sealer:
             await self.allocator.release(lease, reason)
         except Exception as exc:  # noqa: BLE001 - expiry + reconciliation frees the number anyway
             log.warning("counter release failed; number frees on lease expiry", error=str(exc))
+
+
+class _LeaseRanOut(Exception):
+    """The seal took longer than its number's lease: the number must not be used."""
 
 
 def payment_status(paid: Decimal, total: Decimal) -> str:

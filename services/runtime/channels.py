@@ -33,7 +33,7 @@ def open_channel(address: str) -> grpc.aio.Channel:
             ("grpc.enable_retries", 1),
             # Reconnect quickly after a replica restarts.
             ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.max_reconnect_backoff_ms", 1000),
             ("grpc.min_reconnect_backoff_ms", 100),
         ],
         interceptors=client_interceptors(),
