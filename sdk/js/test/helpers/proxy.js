@@ -7,6 +7,8 @@
 //                 destroy both sides: the server committed, the client never gets the answer
 //                 (bounded by `loseCount`, after which it passes; Infinity = always)
 import net from 'node:net';
+import { before, after } from 'node:test';
+import { getStack, releaseStack } from './stack.js';
 
 export class ChaosProxy {
   constructor({ upstreamHost = '127.0.0.1', upstreamPort, host = '127.0.0.1', port = 0 } = {}) {
@@ -134,4 +136,22 @@ export class ChaosProxy {
     this.killAll();
     await this.unlisten();
   }
+}
+
+/**
+ * For a test file: the shared stack and a ChaosProxy in front of its gateway, set up before the file's
+ * tests and torn down after them. Read `ctx.stack` and `ctx.proxy` inside tests.
+ */
+export function proxiedStack() {
+  const ctx = { stack: undefined, proxy: undefined };
+  before(async () => {
+    ctx.stack = await getStack();
+    const u = new URL(ctx.stack.gatewayUrl);
+    ctx.proxy = await new ChaosProxy({ upstreamHost: u.hostname, upstreamPort: Number(u.port) }).start();
+  });
+  after(async () => {
+    await ctx.proxy?.stop();
+    await releaseStack();
+  });
+  return ctx;
 }

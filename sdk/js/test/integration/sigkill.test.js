@@ -1,30 +1,20 @@
 // A Node POS process is killed with SIGKILL in the middle of a replay, several times; each restart resumes
 // from its queue file; every draft is sealed exactly once, in order, numbers gapless.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { getStack, releaseStack, createMerchant, ledgerInvoices, gaplessProblems, tempDir } from '../helpers/stack.js';
-import { ChaosProxy } from '../helpers/proxy.js';
+import { createMerchant, ledgerInvoices, gaplessProblems, tempDir } from '../helpers/stack.js';
+import { proxiedStack } from '../helpers/proxy.js';
 
 const CHILD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/replay-child.js');
 const COUNT = 300;
 const KILLS = 4;
 
-let stack;
-let proxy;
-before(async () => {
-  stack = await getStack();
-  const u = new URL(stack.gatewayUrl);
-  proxy = await new ChaosProxy({ upstreamHost: u.hostname, upstreamPort: Number(u.port) }).start();
-});
-after(async () => {
-  await proxy?.stop();
-  await releaseStack();
-});
+const ctx = proxiedStack();
 
 /**
  * Runs the child. killAfterSeals: SIGKILL it a random 0-30 ms after its n-th seal (anywhere in the request
@@ -39,7 +29,7 @@ function runChild(config, { killAfterSeals, killOnLostAnswer } = {}) {
     let killed = false;
     if (killOnLostAnswer !== undefined) {
       let n = 0;
-      void proxy.setMode('lose-answers', {
+      void ctx.proxy.setMode('lose-answers', {
         loseCount: 1, loseDelayMs: 10000,
         loseFilter: (req) => /^POST \/v1\/invoices HTTP/.test(req) && ++n >= killOnLostAnswer,
         onLose: () => {
@@ -64,7 +54,7 @@ function runChild(config, { killAfterSeals, killOnLostAnswer } = {}) {
 }
 
 test(`SIGKILL mid-replay (${KILLS} times): the restarted process resumes from its file without duplicates`, async () => {
-  const m = await createMerchant(stack, { outlets: 1, terminals: 1 });
+  const m = await createMerchant(ctx.stack, { outlets: 1, terminals: 1 });
   const o = m.outlets[0];
   const dataDir = tempDir('fiscal-kill-');
   const base = {
@@ -76,22 +66,22 @@ test(`SIGKILL mid-replay (${KILLS} times): the restarted process resumes from it
   assert.equal(sold.code, 0);
   const ids = JSON.parse(sold.out.trim());
   assert.equal(ids.length, COUNT);
-  const replay = { ...base, mode: 'replay', gatewayUrl: proxy.url };
+  const replay = { ...base, mode: 'replay', gatewayUrl: ctx.proxy.url };
   const sealedLines = new Set();
   let ahead = 0;
   let committedUnrecorded = 0;
   for (let k = 0; k < KILLS; k++) {
     const before = sealedLines.size;
     const atLostAnswer = k % 2 === 0;
-    await proxy.setMode('pass');
+    await ctx.proxy.setMode('pass');
     const r = await runChild(replay, atLostAnswer ? { killOnLostAnswer: 20 + k * 5 } : { killAfterSeals: 25 + k * 7 });
-    await proxy.setMode('pass');
+    await ctx.proxy.setMode('pass');
     assert.equal(r.signal, 'SIGKILL', `run ${k} was killed (exit ${r.code}): ${r.out.slice(-200)}`);
     const resumed = Number(/^resumed (\d+)/m.exec(r.out)?.[1]);
     assert.ok(resumed <= COUNT - sealedLines.size, 'the restart resumes with what is left (never more)');
     for (const l of r.out.split('\n')) if (l.startsWith('sealed ')) sealedLines.add(l.slice(7));
     // Committed on the server but not recorded by the killed process (the answer died with it)?
-    const ledgerNow = await ledgerInvoices(stack.gatewayUrl, m.admin_key, { outlet_id: o.id });
+    const ledgerNow = await ledgerInvoices(ctx.stack.gatewayUrl, m.admin_key, { outlet_id: o.id });
     ahead = Math.max(ahead, ledgerNow.length - sealedLines.size);
     if (atLostAnswer) {
       assert.equal(ledgerNow.length, sealedLines.size + 1, 'killed after the server committed, before the process learnt of it');
@@ -102,7 +92,7 @@ test(`SIGKILL mid-replay (${KILLS} times): the restarted process resumes from it
   const last = await runChild(replay);
   assert.equal(last.code, 0, last.out.slice(-300));
   assert.match(last.out, /drained/);
-  const ledger = await ledgerInvoices(stack.gatewayUrl, m.admin_key, { outlet_id: o.id });
+  const ledger = await ledgerInvoices(ctx.stack.gatewayUrl, m.admin_key, { outlet_id: o.id });
   assert.equal(ledger.length, COUNT, 'every draft sealed exactly once');
   assert.equal(new Set(ledger.map((i) => i.client_invoice_id)).size, COUNT);
   assert.deepEqual(gaplessProblems(ledger, o.code), []);
