@@ -69,6 +69,20 @@ def test_pkcs11_signing_through_softhsm_and_offline_qr_verification(start_mesh, 
         assert type(exc).__name__ == "InvalidSignature"
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _processes_mentioning(text: str) -> list[str]:
     found = []
     for proc in Path("/proc").iterdir():
@@ -127,6 +141,24 @@ def test_fiscal_up_verify_rotate_and_clean_stop(tmp_path):
             assert verify_qr_offline(first["fiscal"]["qr_code"], keys)
             again = subprocess.run([*cli, "verify", "--outlet", outlet["id"]], capture_output=True, text=True)
             assert again.returncode == 0, again.stdout
+            # A service dies: `fiscal up` notices and starts it again, nobody has to.
+            ledger_pid = next(pid for pid in _children(up.pid) if "services.ledger" in _cmdline(pid))
+            os.kill(ledger_pid, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                replaced = [pid for pid in _children(up.pid) if "services.ledger" in _cmdline(pid)]
+                if replaced and replaced[0] != ledger_pid:
+                    try:
+                        if client.post("/v1/invoices", headers=auth(demo["pos_keys"][outlet["id"]]),
+                                       json=sale(outlet, demo["terminals"][outlet["id"]][0],
+                                                 demo["cashiers"][outlet["id"]][0])).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                time.sleep(0.3)
+            else:
+                raise AssertionError("the killed ledger was not replaced")
+            assert "ledger exited" in (tmp_path / "up.log").read_text()
             # Tamper with the stored invoice: verify notices.
             state = json.loads((data_dir / "stack.json").read_text())
             with psycopg.connect(state["database_url"], autocommit=True) as conn:
