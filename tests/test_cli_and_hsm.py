@@ -100,6 +100,7 @@ def _processes_mentioning(text: str) -> list[str]:
 def test_fiscal_up_verify_rotate_and_clean_stop(tmp_path):
     data_dir, port = tmp_path / "stack", free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # the embedded PostgreSQL, as a user gets
+    env["FISCAL_AUTH_CACHE_SECONDS"] = "1"  # so a revoked key stops working within the test
     up = subprocess.Popen([FISCAL, "up", "--data-dir", str(data_dir), "--port", str(port)], env=env,
                           stdout=open(tmp_path / "up.log", "w"), stderr=subprocess.STDOUT)
     try:
@@ -141,6 +142,24 @@ def test_fiscal_up_verify_rotate_and_clean_stop(tmp_path):
             assert verify_qr_offline(first["fiscal"]["qr_code"], keys)
             again = subprocess.run([*cli, "verify", "--outlet", outlet["id"]], capture_output=True, text=True)
             assert again.returncode == 0, again.stdout
+            # A leaked till key: the operator makes a new one and revokes the old one.
+            merchant_id = demo["merchant"]["id"]
+            created = subprocess.run([*cli, "api-key", "create", "--merchant-id", merchant_id, "--scope",
+                                      "outlet:pos", "--outlet-id", outlet["id"], "--name", "till 1 (new)"],
+                                     capture_output=True, text=True)
+            assert created.returncode == 0, created.stderr
+            new_key = json.loads(created.stdout.splitlines()[0])
+            body = sale(outlet, demo["terminals"][outlet["id"]][0], demo["cashiers"][outlet["id"]][0])
+            assert client.post("/v1/invoices", headers=auth(new_key["key"]), json=body).status_code == 200
+            listing = subprocess.run([*cli, "api-key", "list", "--merchant-id", merchant_id],
+                                     capture_output=True, text=True)
+            assert new_key["id"] in listing.stdout and new_key["key"] not in listing.stdout
+            revoked = subprocess.run([*cli, "api-key", "revoke", "--merchant-id", merchant_id,
+                                      "--key-id", new_key["id"]], capture_output=True, text=True)
+            assert revoked.returncode == 0, revoked.stdout
+            time.sleep(1.5)  # the ledger's key cache (FISCAL_AUTH_CACHE_SECONDS=1 here)
+            refused = client.post("/v1/invoices", headers=auth(new_key["key"]), json=body)
+            assert refused.status_code == 401 and "revoked" in refused.json()["message"]
             # A service dies: `fiscal up` notices and starts it again, nobody has to.
             ledger_pid = next(pid for pid in _children(up.pid) if "services.ledger" in _cmdline(pid))
             os.kill(ledger_pid, signal.SIGKILL)

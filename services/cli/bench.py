@@ -16,13 +16,11 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.cli.output import console
 from services.cli.state import async_url
-
-console = Console()
 
 
 async def provision(db_url: str, outlets: int, terminals: int, gateway_url: str) -> dict:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import grpc
 from fiscal.v1 import signing_pb2, signing_pb2_grpc
-from rich.console import Console
 from rich.table import Table
 
+from services.cli.output import console
 from services.cli.state import read_state
 from services.runtime.channels import grpc_target
-
-console = Console()
 
 
 def run_keys(args) -> int:

@@ -65,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("keys_command", choices=["list", "rotate"])
     keys.add_argument("--signing-addr", help="signing service address (default: the running stack's)")
 
+    api_key = commands.add_parser("api-key", help="create, list or revoke a merchant's API keys",
+                                  description="Keys are stored hashed: `create` prints the key once.")
+    api_key.add_argument("api_key_command", choices=["create", "list", "revoke"])
+    api_key.add_argument("--merchant-id", required=True)
+    api_key.add_argument("--scope", choices=["merchant:admin", "outlet:pos", "merchant:read"],
+                         help="with create")
+    api_key.add_argument("--outlet-id", help="with create --scope outlet:pos")
+    api_key.add_argument("--name", help="with create: a label (e.g. the till)")
+    api_key.add_argument("--key-id", help="with revoke")
+    api_key.add_argument("--database-url", help="PostgreSQL URL (default: the running stack's, or DATABASE_URL)")
+
     merchant = commands.add_parser("merchant", help="provision a merchant with outlets, terminals and API keys")
     merchant.add_argument("merchant_command", choices=["create"])
     merchant.add_argument("--name", required=True)
@@ -86,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds a terminal waits between sales (0: back to back, the saturation test)")
     bench.add_argument("--replicas", type=int, default=1, help="replicas when the bench starts its own stack")
     bench.add_argument("--json", help="also write the result as JSON to this file")
-    for sub in (up, verify, keys, merchant, bench):
+    for sub in (up, verify, keys, api_key, merchant, bench):
         # `fiscal up --data-dir X` reads as naturally as `fiscal --data-dir X up`.
         sub.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
                          help="where the stack keeps its database, logs and demo.json (default: .fiscal)")
@@ -104,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "keys":
         from services.cli.keys import run_keys
         return run_keys(args)
+    if args.command == "api-key":
+        if args.api_key_command == "create" and not args.scope:
+            build_parser().error("api-key create needs --scope")
+        if args.api_key_command == "revoke" and not args.key_id:
+            build_parser().error("api-key revoke needs --key-id")
+        from services.cli.api_keys import run_api_keys
+        return run_api_keys(args)
     if args.command == "merchant":
         return _merchant_create(args)
     if args.command == "bench":

@@ -8,12 +8,9 @@ import signal
 import threading
 from pathlib import Path
 
-from rich.console import Console
-
+from services.cli.output import console
 from services.cli.state import async_url, write_state
 from services.stack.mesh import Mesh, MeshOptions
-
-console = Console()
 
 
 async def _seed(database_url: str, gateway_url: str) -> dict:

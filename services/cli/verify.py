@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from services.cli.output import console
 from services.cli.state import async_url, database_url, read_state
 from services.ledger.chain import ChainCheck, check_entry
-
-console = Console()
 
 
 def published_keys(gateway_url: str) -> dict[str, dict]:

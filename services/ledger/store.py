@@ -369,6 +369,22 @@ class LedgerStore:
                                                         name=name))
         return key_id
 
+    async def api_keys(self, merchant_id: str) -> list[dict]:
+        query = (sa.select(api_keys.c.id, api_keys.c.key_prefix, api_keys.c.scope, api_keys.c.outlet_id,
+                           api_keys.c.name, api_keys.c.revoked_at)
+                 .where(api_keys.c.merchant_id == merchant_id).order_by(api_keys.c.key_prefix))
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+    async def revoke_api_key(self, merchant_id: str, key_id: str) -> bool:
+        """Revoke one key of a merchant; True if it was active. Takes effect within the auth cache's TTL."""
+        query = (api_keys.update()
+                 .where(api_keys.c.id == key_id, api_keys.c.merchant_id == merchant_id,
+                        api_keys.c.revoked_at.is_(None))
+                 .values(revoked_at=sa.func.now()))
+        async with self.engine.begin() as conn:
+            return (await conn.execute(query)).rowcount == 1
+
     async def count_rows(self, table: str, merchant_id: str | None = None) -> int:
         """For tests and operators: how many rows a ledger table holds (optionally one merchant's)."""
         target = metadata.tables[f"ledger.{table}"]
