@@ -34,7 +34,7 @@ def check_entry(check: ChainCheck, entry: InvoiceRecord, keys: dict[str, dict]) 
     digest = receipt.body_digest(entry.body)
     if digest != entry.body_digest:
         check.problems.append(f"{where}: body does not match its digest (altered)")
-    body = receipt_body_fields(entry.body)
+    body = entry.body_fields()
     statement = receipt.Statement(entry.fiscal_number, body["fiscal_authority_id"], body["sealed_at"],
                                   body["total"], body["currency"], receipt.b64url(digest))
     if statement.text() != entry.statement:
@@ -53,12 +53,6 @@ def check_entry(check: ChainCheck, entry: InvoiceRecord, keys: dict[str, dict]) 
     check.checked += 1
     check.last_number = entry.number
     check.last_hash = entry.hash
-
-
-def receipt_body_fields(body_text: str) -> dict:
-    import json
-
-    return json.loads(body_text)
 
 
 def check_series(series: str, entries: Iterable[InvoiceRecord], keys: dict[str, dict]) -> ChainCheck:

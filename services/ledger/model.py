@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -58,6 +59,10 @@ class InvoiceRecord:
     key_id: str
     auth_code: str
     created_at: datetime | None = None
+
+    def body_fields(self) -> dict:
+        """The canonical body (lines, totals, outlet, chain link…) as a dict."""
+        return json.loads(self.body)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ store come in through the small interfaces below (gRPC clients and SQL live else
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import uuid
 from collections.abc import Callable
@@ -305,7 +304,7 @@ class Sealer:
         if len(request.reason) > 500:
             raise InvalidArgument("reason is longer than 500 characters", field="reason")
         decimals = minor_units(original.currency)
-        original_body = receipt_body(original)
+        original_body = original.body_fields()
         original_groups = {t["tax_group"] for t in original_body["lines"]}
         if request.lines:
             for index, line in enumerate(request.lines):
@@ -456,10 +455,6 @@ def payment_status(paid: Decimal, total: Decimal) -> str:
     return "partially_paid" if paid > 0 else "unpaid"
 
 
-def receipt_body(record: InvoiceRecord) -> dict:
-    return json.loads(record.body)
-
-
 def sealed_event(record: InvoiceRecord) -> OutboxEvent:
     return OutboxEvent(
         event_id=str(uuid.uuid4()), event_type="invoice.sealed", merchant_id=record.merchant_id,
@@ -467,7 +462,7 @@ def sealed_event(record: InvoiceRecord) -> OutboxEvent:
         payload={"invoice_id": record.id, "kind": record.kind, "outlet_id": record.outlet_id,
                  "fiscal_number": record.fiscal_number, "client_invoice_id": record.client_invoice_id,
                  "pos_terminal_id": record.pos_terminal_id, "cashier_id": record.cashier_id,
-                 "total": receipt_body(record)["total"], "currency": record.currency,
+                 "total": record.body_fields()["total"], "currency": record.currency,
                  "sealed_at": receipt.format_timestamp(record.sealed_at),
                  "original_invoice_id": record.original_invoice_id},
     )

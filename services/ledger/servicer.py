@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -33,7 +32,7 @@ def _authorization(context: grpc.aio.ServicerContext) -> str | None:
 
 
 def invoice_message(record: InvoiceRecord, public_url: str) -> ledger_pb2.Invoice:
-    body = json.loads(record.body)
+    body = record.body_fields()
     statement = receipt.Statement(record.fiscal_number, body["fiscal_authority_id"], body["sealed_at"],
                                   body["total"], body["currency"], receipt.b64url(record.body_digest))
     local = record.sealed_at.astimezone(ZoneInfo(body.get("time_zone") or "UTC"))
@@ -187,7 +186,7 @@ class InvoiceServicer(ledger_pb2_grpc.InvoiceServiceServicer):
             record = await self.ledger.store.invoice_by_fiscal_number(params["fn"])
             if record is not None and record.statement == check.statement.text() \
                     and receipt.b64url(record.signature) == params["sg"]:
-                body = json.loads(record.body)
+                body = record.body_fields()
                 answer.registered = True
                 answer.outlet_name = body.get("outlet_name", "")
                 answer.taxpayer_id = body.get("taxpayer_id", "")
