@@ -29,7 +29,7 @@ check-protos: install  ## fail if generated code drifted from protos/
 	$(BIN)/python protos/generate.py --check
 
 lint: install  ## ruff
-	$(BIN)/ruff check services gateway tests protos
+	$(BIN)/ruff check services cli stack gateway tests protos
 
 bench: install  ## 100 outlets x 4 terminals for 30 s through the gateway
 	$(BIN)/fiscal bench --outlets 100 --terminals 4 --duration 30

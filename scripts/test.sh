@@ -10,9 +10,16 @@ echo "== generated code matches protos/"
 .venv/bin/python protos/generate.py --check
 
 echo "== lint (ruff)"
-.venv/bin/ruff check services gateway tests protos
+.venv/bin/ruff check services cli stack gateway tests protos
 
-echo "== Python tests"
+echo "== types (mypy)"
+.venv/bin/mypy  # what and how: [tool.mypy] in pyproject.toml
+
+echo "== unit tests (no processes, seconds)"
+.venv/bin/pytest tests/unit -q
+
+echo "== Python tests (integration: real PostgreSQL, Envoy, services as processes)"
+[ $# -gt 0 ] || set -- --ignore=tests/unit  # the unit layer just ran
 .venv/bin/pytest "$@"
 
 if [ -f sdk/js/package.json ] && [ -z "${SKIP_SDK_TESTS:-}" ]; then

@@ -14,11 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from services.runtime.config import sqlalchemy_url
 from services.runtime.database import migrate
-from services.stack.mesh import Mesh, MeshOptions
-from services.stack.postgres import start_database
+from stack.mesh import Mesh, MeshOptions
+from stack.mesh_certs import MeshCertificates
+from stack.postgres import start_database
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
+
+# At session end, every log of the run is searched for every secret the run used (tests/secrets_audit.py).
+pytest_plugins = ["tests.secrets_audit"]
 
 
 @pytest.fixture(scope="session")
@@ -48,12 +53,19 @@ def postgres_server(tmp_path_factory):
 def database_url(postgres_server, work_dir) -> str:
     """A fresh database with every service schema migrated."""
     database = start_database(work_dir, fresh_database="fiscal_test")
-    sa_url = "postgresql+psycopg://" + database.url.split("://", 1)[1]
+    sa_url = sqlalchemy_url(database.url)
     for service in ("counter", "signing", "ledger"):
         if (SERVICES_DIR / service / "migrations").exists():
             migrate(service, sa_url)
     yield database.url
     database.stop()
+
+
+@pytest.fixture(scope="session")
+def mesh_certificates(tmp_path_factory) -> MeshCertificates:
+    """A mesh CA and a certificate per identity, for services started one by one (service_process):
+    `.env(identity)` for a service's environment, `.channel(address, identity, service)` for a client."""
+    return MeshCertificates(tmp_path_factory.mktemp("tls") / "mesh-tls").ensure()
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
-from services.stack.processes import free_port
-from tests.harness import auth, provision, sale
+from stack.processes import free_port
+from tests.harness import auth, provision, require_softhsm, sale
 
 FISCAL = str(Path(sys.executable).parent / "fiscal")
 
@@ -47,6 +47,7 @@ def verify_qr_offline(qr_url: str, jwks: list[dict]) -> bool:
 def test_pkcs11_signing_through_softhsm_and_offline_qr_verification(start_mesh, tmp_path):
     from services.signing.softhsm import init_softhsm_token
 
+    require_softhsm()  # a missing SoftHSM2 fails the suite, never skips it
     mesh = start_mesh(service_env={"signing": init_softhsm_token(tmp_path / "hsm", label="fiscal-test",
                                                                  pin="4321", so_pin="8765")})
     merchant = provision(mesh, outlets=1, terminals=1)
@@ -57,7 +58,9 @@ def test_pkcs11_signing_through_softhsm_and_offline_qr_verification(start_mesh, 
                                         merchant["cashiers"][outlet["id"]][0])).json()
         jwks = client.get("/v1/keys").json()["keys"]
     assert verify_qr_offline(invoice["fiscal"]["qr_code"], jwks)
-    listing = subprocess.run([FISCAL, "keys", "list", "--signing-addr", mesh.address("signing")],
+    # As the operator, with the certificate the mesh made in its data directory.
+    listing = subprocess.run([FISCAL, "--data-dir", str(mesh.data_dir), "keys", "list",
+                              "--signing-addr", mesh.address("signing")],
                              capture_output=True, text=True, check=True).stdout
     assert "pkcs11" in listing and "active" in listing
     # A tampered QR (another total) fails offline verification.
@@ -101,6 +104,7 @@ def test_fiscal_up_verify_rotate_and_clean_stop(tmp_path):
     data_dir, port = tmp_path / "stack", free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # the embedded PostgreSQL, as a user gets
     env["FISCAL_AUTH_CACHE_SECONDS"] = "1"  # so a revoked key stops working within the test
+    env["FISCAL_MIN_ROTATION_INTERVAL_SECONDS"] = "0"  # the test rotates a key made seconds ago
     up = subprocess.Popen([FISCAL, "up", "--data-dir", str(data_dir), "--port", str(port)], env=env,
                           stdout=open(tmp_path / "up.log", "w"), stderr=subprocess.STDOUT)
     try:
@@ -131,8 +135,11 @@ def test_fiscal_up_verify_rotate_and_clean_stop(tmp_path):
             assert verified.returncode == 0 and "chain and signatures verify" in verified.stdout, verified.stdout
             rotated = subprocess.run([*cli, "keys", "rotate"], capture_output=True, text=True)
             assert rotated.returncode == 0, rotated.stderr
-            time.sleep(2.5)  # replicas pick up the new active key within a couple of seconds
-            second = seal()
+            # Replicas pick up the new active key within about a second: wait for that, not for a clock.
+            second, deadline = seal(), time.monotonic() + 15
+            while second["fiscal"]["key_id"] == first["fiscal"]["key_id"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+                second = seal()
             assert second["fiscal"]["key_id"] != first["fiscal"]["key_id"]
             keys = client.get("/v1/keys").json()["keys"]
             assert {k["status"] for k in keys} == {"active", "retired"}
@@ -157,8 +164,11 @@ def test_fiscal_up_verify_rotate_and_clean_stop(tmp_path):
             revoked = subprocess.run([*cli, "api-key", "revoke", "--merchant-id", merchant_id,
                                       "--key-id", new_key["id"]], capture_output=True, text=True)
             assert revoked.returncode == 0, revoked.stdout
-            time.sleep(1.5)  # the ledger's key cache (FISCAL_AUTH_CACHE_SECONDS=1 here)
-            refused = client.post("/v1/invoices", headers=auth(new_key["key"]), json=body)
+            # The ledger's key cache (FISCAL_AUTH_CACHE_SECONDS=1 here) lets it through until it expires.
+            refused, deadline = client.post("/v1/invoices", headers=auth(new_key["key"]), json=body), time.monotonic() + 15
+            while refused.status_code == 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                refused = client.post("/v1/invoices", headers=auth(new_key["key"]), json=body)
             assert refused.status_code == 401 and "revoked" in refused.json()["message"]
             # A service dies: `fiscal up` notices and starts it again, nobody has to.
             ledger_pid = next(pid for pid in _children(up.pid) if "services.ledger" in _cmdline(pid))
@@ -185,6 +195,13 @@ def test_fiscal_up_verify_rotate_and_clean_stop(tmp_path):
                              "'\"quantity\":\"1\"') WHERE id = %s", (first["id"],))
             tampered = subprocess.run([*cli, "verify", "--outlet", outlet["id"]], capture_output=True, text=True)
             assert tampered.returncode == 1 and "altered" in tampered.stdout, tampered.stdout
+            # Cut the chain's tail (its newest entry): the anchored head still names it, so verify notices.
+            with psycopg.connect(state["database_url"], autocommit=True) as conn:
+                conn.execute("DELETE FROM ledger.invoices WHERE outlet_id = %s AND series = 'INV' AND number = "
+                             "(SELECT max(number) FROM ledger.invoices WHERE outlet_id = %s AND series = 'INV')",
+                             (outlet["id"], outlet["id"]))
+            cut = subprocess.run([*cli, "verify", "--outlet", outlet["id"]], capture_output=True, text=True)
+            assert cut.returncode == 1 and "tail deleted" in cut.stdout, cut.stdout
     finally:
         up.send_signal(signal.SIGTERM)
         try:

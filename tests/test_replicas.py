@@ -6,7 +6,16 @@ import asyncio
 import threading
 import time
 
-from tests.harness import ledger_rows, numbers_by_outlet, provision, seal_many, verify_chains
+from tests.chain_verifier import assert_outlets_verify
+from tests.harness import (
+    assert_exactly_once,
+    assert_only_retryable_errors,
+    ledger_rows,
+    numbers_by_outlet,
+    provision,
+    seal_many,
+    verify_chains,
+)
 
 
 def test_two_replicas_of_everything_seal_2000_gapless_while_one_ledger_replica_dies(start_mesh):
@@ -21,13 +30,17 @@ def test_two_replicas_of_everything_seal_2000_gapless_while_one_ledger_replica_d
     victim = mesh.processes["ledger"][1]
     victim.kill()  # Envoy's health checks and outlier detection move traffic to the other replica
     load.join(timeout=600)
+    assert not load.is_alive(), "load did not finish"
     mesh.restart(victim)
     assert len(result["ok"]) == 2000
     numbers = numbers_by_outlet(mesh, merchant["merchant"]["id"])
     for outlet in merchant["outlets"]:
         assert numbers[outlet["id"]] == list(range(1, 501))
         assert all(check.ok for check in verify_chains(mesh, outlet["id"]))
+    assert_outlets_verify(mesh.database_url, mesh.gateway_url, [o["id"] for o in merchant["outlets"]])
     assert ledger_rows(mesh, merchant["merchant"]["id"]) == {"invoices": 2000, "outbox": 2000}
+    assert_exactly_once(mesh, merchant, result)
+    assert_only_retryable_errors(result)
     # Envoy spread the seals over both ledger replicas (its access log names the upstream of each).
     access_log = mesh.envoy.log_path.read_text()
     for process in mesh.processes["ledger"]:

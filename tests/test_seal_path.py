@@ -9,7 +9,17 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 
-from tests.harness import auth, ledger_rows, numbers_by_outlet, provision, sale, seal_many, verify_chains
+from tests.chain_verifier import assert_outlets_verify, published_keys, verify_outlet
+from tests.harness import (
+    assert_exactly_once,
+    auth,
+    ledger_rows,
+    numbers_by_outlet,
+    provision,
+    sale,
+    seal_many,
+    verify_chains,
+)
 
 
 def assert_gapless_and_verified(mesh, merchant: dict, expected_per_outlet: int | None = None) -> None:
@@ -20,6 +30,8 @@ def assert_gapless_and_verified(mesh, merchant: dict, expected_per_outlet: int |
         assert found == list(range(1, n + 1)), f"{outlet['code']}: not exactly 1..{n}"
         checks = verify_chains(mesh, outlet["id"])
         assert checks and all(c.ok for c in checks), [c.problems[:5] for c in checks]
+    # And again by the verifier that shares no code with the sealer.
+    assert_outlets_verify(mesh.database_url, mesh.gateway_url, [o["id"] for o in merchant["outlets"]])
 
 
 def test_twenty_terminals_in_four_outlets_seal_2000_gapless(mesh):
@@ -27,6 +39,7 @@ def test_twenty_terminals_in_four_outlets_seal_2000_gapless(mesh):
     result = asyncio.run(seal_many(mesh.gateway_url, merchant, per_terminal=100))
     assert len(result["ok"]) == 2000 and not result["errors"]
     assert_gapless_and_verified(mesh, merchant, expected_per_outlet=500)
+    assert_exactly_once(mesh, merchant, result)
     # Every invoice is traceable to the terminal and cashier that sold it.
     for invoice in result["ok"]:
         outlet_terminals = merchant["terminals"][invoice["outlet_id"]]
@@ -129,6 +142,8 @@ def test_credit_note_has_its_own_series_and_cannot_over_refund(mesh):
         assert unknown.status_code == 404
     checks = verify_chains(mesh, outlet["id"])
     assert {c.series for c in checks} == {"INV", "CN"} and all(c.ok for c in checks)
+    reports = verify_outlet(mesh.database_url, outlet["id"], published_keys(mesh.gateway_url))
+    assert {r.series: (r.entries, r.ok) for r in reports} == {"INV": (1, True), "CN": (1, True)}
 
 
 def test_get_and_list_with_filters_and_cursor_pagination(mesh):

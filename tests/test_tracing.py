@@ -14,7 +14,7 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from services.stack.processes import free_port
+from stack.processes import free_port
 from tests.harness import auth, provision, sale
 
 
@@ -56,7 +56,8 @@ def collector():
 
 @pytest.fixture
 def traced_mesh(start_mesh, collector):
-    mesh = start_mesh(otlp_endpoint=collector.endpoint)
+    # Every trace recorded (production samples 1 %: FISCAL_TRACES_SAMPLE_RATIO, Envoy and services alike).
+    mesh = start_mesh(otlp_endpoint=collector.endpoint, env={"FISCAL_TRACES_SAMPLE_RATIO": "1.0"})
     yield mesh
     mesh.stop()  # while the collector still runs, so the exporters' final flush has somewhere to go
 

@@ -1,9 +1,13 @@
 """The lease rules of the fiscal counter (no gRPC, no SQL: the store and the ledger are ports).
 
-Gapless means at most one open lease per (outlet, series): `allocate` waits while another unexpired
+Gapless means at most one open lease per (outlet, series) (a lease covers one number or a range of
+consecutive numbers, written and committed together): `allocate` waits while another unexpired
 lease is open, woken by `Waiters.wake` (LISTEN/NOTIFY in production, plus polling as a fallback). An
 expired lease is reconciled against the ledger's chain head before its number is handed out again;
-without the ledger nothing is issued. All state lives in the store (PostgreSQL): the in-process
+without the ledger nothing is issued. A lease's validity is handed out as a duration (`ttl_seconds`):
+its holder counts it on its own monotonic clock, so no two clocks are ever compared. A counter found
+ahead of the ledger (a restore, a Commit without an insert) is moved back to the ledger's chain head
+when its holder releases with `resync_from_ledger`. All state lives in the store (PostgreSQL): the in-process
 `Waiters` only shortens waits, it never decides who gets a number.
 """
 
@@ -23,6 +27,7 @@ from services.runtime.faults import Aborted, FailedPrecondition, InvalidArgument
 log = structlog.get_logger()
 
 MAX_ID_LENGTH = 200
+MAX_RANGE = 256  # numbers in one range lease (the ledger's group commit batches at most this many)
 Key = tuple[str, str]  # (outlet_id, series)
 
 
@@ -32,7 +37,20 @@ class Lease:
     outlet_id: str
     series: str
     number: int
-    expires_at: datetime
+    expires_at: datetime  # the database's clock: display only
+    ttl_seconds: float  # how long the lease is valid from its issue: what holders count on
+    last: int = 0  # the range's last number (number .. last); 0 or number: a single number
+
+    @property
+    def through(self) -> int:
+        return max(self.last, self.number)
+
+
+@dataclass(frozen=True)
+class OpenLease:
+    outlet_id: str
+    series: str
+    number: int
 
 
 @dataclass(frozen=True)
@@ -62,15 +80,23 @@ class CounterState:
     open_lease_id: str | None
     open_lease_number: int | None
     open_lease_expires_at: datetime | None
+    open_lease_last: int | None = None
 
 
 class CounterStore(Protocol):
     async def try_issue(self, outlet_id: str, series: str, lease_id: str, holder: str,
-                        lease_seconds: float) -> Attempt: ...
+                        lease_seconds: float, count: int = 1) -> Attempt: ...
+    async def roll(self, outlet_id: str, series: str, previous_lease_id: str, lease_id: str, holder: str,
+                   lease_seconds: float, count: int) -> Lease | None:
+        """Commit `previous_lease_id`, if it is the open lease of (outlet_id, series), and issue the next
+        range to the same holder, in one statement; None if it is not."""
+        ...
     async def create_counter(self, outlet_id: str, series: str) -> None: ...
     async def reconcile(self, outlet_id: str, series: str, expired_lease_id: str, ledger_last: int) -> bool: ...
     async def commit(self, lease_id: str) -> CommitOutcome: ...
     async def release(self, lease_id: str, reason: str) -> Key | None: ...
+    async def open_lease(self, lease_id: str) -> OpenLease | None: ...
+    async def resync(self, lease_id: str, ledger_last: int, reason: str) -> Key | None: ...
     async def state(self, outlet_id: str, series: str) -> CounterState: ...
 
 
@@ -161,9 +187,25 @@ class Counters:
         self.max_wait_seconds = max_wait_seconds
         self.waiters = waiters or Waiters()
 
-    async def allocate(self, outlet_id: str, series: str, holder: str, time_remaining: float | None) -> Lease:
+    async def allocate(self, outlet_id: str, series: str, holder: str, time_remaining: float | None,
+                       count: int = 1, commit_lease_id: str = "") -> Lease:
+        """A lease on the next number, or on the next `count` numbers as one range (the holder writes
+        them in one transaction and commits them together; expiry reconciles to the ledger's head)."""
         require(outlet_id, "outlet_id")
         require(series, "series")
+        count = count or 1
+        if not 1 <= count <= MAX_RANGE:
+            raise InvalidArgument(f"count must be 1-{MAX_RANGE}", field="count")
+        if commit_lease_id:
+            previous = require_lease_id(commit_lease_id)
+            rolled = await self.store.roll(outlet_id, series, previous, str(uuid.uuid4()), holder,
+                                           self.lease_seconds, count)
+            if rolled is not None:
+                return rolled
+            try:  # not the open lease any more: record the commit as Commit would (a retry, a reconciled one)
+                await self.commit(previous)
+            except FailedPrecondition as exc:
+                log.info("previous lease not committed with the allocation", lease_id=previous, error=exc.message)
         holder = (holder or "")[:MAX_ID_LENGTH]
         budget = self.max_wait_seconds if time_remaining is None else min(time_remaining, self.max_wait_seconds)
         give_up_at = time.monotonic() + budget - self.margin_seconds
@@ -173,7 +215,7 @@ class Counters:
             while True:
                 event.clear()  # a wake-up from here on (even during the attempt) is not lost
                 attempt = await self.store.try_issue(outlet_id, series, str(uuid.uuid4()), holder,
-                                                     self.lease_seconds)
+                                                     self.lease_seconds, count)
                 if attempt.lease is not None:
                     return attempt.lease
                 left = give_up_at - time.monotonic()
@@ -232,11 +274,34 @@ class Counters:
         raise FailedPrecondition(f"lease is no longer open ({outcome.status}); the counter has moved on",
                                  field="lease_id", reason="LEASE_NOT_OPEN")
 
-    async def release(self, lease_id: str, reason: str) -> None:
+    async def release(self, lease_id: str, reason: str, resync_from_ledger: bool = False) -> None:
         lease_id = require_lease_id(lease_id)
-        key = await self.store.release(lease_id, (reason or "")[:500])
+        reason = (reason or "")[:500]
+        if resync_from_ledger:
+            key = await self._resync(lease_id, reason)
+        else:
+            key = await self.store.release(lease_id, reason)
         if key is not None:
             self.waiters.wake(key)
+
+    async def _resync(self, lease_id: str, reason: str) -> Key | None:
+        """The holder found no ledger entry before its number: the counter is ahead of the ledger.
+        last_committed := the ledger's chain head, provided the lease is still open (while it is, no
+        one else can write to this chain, so the head cannot move under us). If the ledger cannot
+        answer, the lease stays open: it expires and the expiry reconciliation does the same."""
+        lease = await self.store.open_lease(lease_id)
+        if lease is None:
+            return None  # no longer open (expired and reconciled, or released): nothing to resync
+        last = await self.heads.last_number(lease.outlet_id, lease.series, self.ledger_timeout)
+        if last < 0:
+            raise FailedPrecondition(f"ledger returned a negative chain head ({last})")
+        key = await self.store.resync(lease_id, last, f"{reason}; resynced to ledger head {last}"[:500])
+        if key is not None:
+            # Operator-visible: numbers were handed out (or restored) that the ledger never wrote.
+            log.error("counter was ahead of the ledger; moved to the ledger's chain head", outlet_id=lease.outlet_id,
+                      series=lease.series, counter_last=lease.number - 1, ledger_last=last,
+                      moved_backwards=last < lease.number - 1)
+        return key
 
     async def state(self, outlet_id: str, series: str) -> CounterState:
         require(outlet_id, "outlet_id")

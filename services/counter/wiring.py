@@ -1,7 +1,7 @@
 """Assemble the counter service: settings, database, ledger client, notify listener, servicer.
 
 Environment:
-  FISCAL_PORT (7101), DATABASE_URL,
+  FISCAL_PORT (7101), DATABASE_URL, FISCAL_TLS_CERT / FISCAL_TLS_KEY / FISCAL_TLS_CA (mesh identity "counter"),
   FISCAL_LEDGER_ADDR (127.0.0.1:7103): the ledger, asked for its chain head when a lease expired
   FISCAL_LEASE_SECONDS (10): how long a number stays leased before it is reconciled
   FISCAL_RPC_TIMEOUT_SECONDS (5): deadline of the GetChainHead call (capped by the caller's deadline)
@@ -26,10 +26,18 @@ from services.counter.store import CounterStore, FreedListener, psycopg_conninfo
 from services.runtime.channels import open_channel
 from services.runtime.config import env_float, env_str
 from services.runtime.database import create_engine, migrate
-from services.runtime.faults import Unavailable
+from services.runtime.grpc_errors import fault_from_rpc_error
 from services.runtime.server import Mounted, rpc_timeout, run_service
 
 DEFAULT_PORT = 7101
+
+# Which mesh identities may call which method (services/runtime/mesh_tls.py): only the ledger seals.
+ALLOWED_CALLERS = {
+    "/fiscal.v1.CounterService/Allocate": {"ledger"},
+    "/fiscal.v1.CounterService/Commit": {"ledger"},
+    "/fiscal.v1.CounterService/Release": {"ledger"},
+    "/fiscal.v1.CounterService/GetCounter": {"ledger", "operator"},
+}
 
 
 class LedgerChainHeads:
@@ -43,9 +51,8 @@ class LedgerChainHeads:
             head = await self.stub.GetChainHead(
                 ledger_pb2.GetChainHeadRequest(outlet_id=outlet_id, series=series), timeout=timeout)
         except grpc.RpcError as error:
-            code = error.code().name if isinstance(error, grpc.Call) else "UNKNOWN"
-            raise Unavailable(f"ledger unreachable to reconcile an expired lease ({code}); nothing issued, "
-                              "retry", reason="LEDGER_UNAVAILABLE") from error
+            raise fault_from_rpc_error(error, "ledger (asked to reconcile an expired lease; nothing issued)",
+                                       unavailable_reason="LEDGER_UNAVAILABLE") from error
         return head.last_number
 
 
@@ -54,7 +61,7 @@ async def mount(server: grpc.aio.Server) -> AsyncIterator[Mounted]:
     if os.environ.get("FISCAL_COUNTER_MIGRATE", "1") not in ("0", "false", "no"):
         await asyncio.to_thread(migrate, "counter")
     engine = create_engine(default_pool_size=10)
-    ledger_channel = open_channel(env_str("FISCAL_LEDGER_ADDR", "127.0.0.1:7103"))
+    ledger_channel = open_channel(env_str("FISCAL_LEDGER_ADDR", "127.0.0.1:7103"), "ledger")
     store = CounterStore(engine)
     counters = Counters(
         store, LedgerChainHeads(ledger_channel),
@@ -83,4 +90,4 @@ async def mount(server: grpc.aio.Server) -> AsyncIterator[Mounted]:
 
 
 def main() -> None:
-    run_service("counter", DEFAULT_PORT, mount)
+    run_service("counter", DEFAULT_PORT, mount, ALLOWED_CALLERS)

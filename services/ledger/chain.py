@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from services.ledger import receipt
 from services.ledger.model import InvoiceRecord
@@ -41,6 +42,8 @@ def check_entry(check: ChainCheck, entry: InvoiceRecord, keys: dict[str, dict]) 
         check.problems.append(f"{where}: stored statement differs from the body")
     if body.get("prev_hash") != receipt.b64url(entry.prev_hash) or body.get("number") != entry.number:
         check.problems.append(f"{where}: body's number or prev_hash differs from the row")
+    if Decimal(body["total"]) != entry.total or body["currency"] != entry.currency:
+        check.problems.append(f"{where}: row's amount differs from the signed body (altered)")
     if statement.entry_hash() != entry.hash:
         check.problems.append(f"{where}: entry hash differs")
     jwk = keys.get(entry.key_id)
@@ -48,6 +51,8 @@ def check_entry(check: ChainCheck, entry: InvoiceRecord, keys: dict[str, dict]) 
         check.problems.append(f"{where}: signed with unknown key {entry.key_id}")
     elif not receipt.verify_signature(receipt.public_key_from_jwk(jwk), statement.digest(), entry.signature):
         check.problems.append(f"{where}: signature does not verify")
+    elif problem := receipt.key_problem(jwk, body["sealed_at"]):  # the same lifecycle rule as /v1/verify
+        check.problems.append(f"{where}: {problem}")
     if receipt.auth_code(entry.signature) != entry.auth_code:
         check.problems.append(f"{where}: auth code does not match the signature")
     check.checked += 1

@@ -16,22 +16,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
+
+from services.runtime import es256
+from services.runtime.es256 import b64url, b64url_decode  # noqa: F401 - the ledger's modules use receipt.b64url
 
 STATEMENT_VERSION = "FC1"
 GENESIS_HASH = b"\x00" * 32
 AUTH_CODE_LENGTH = 12
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+KEY_STATUSES = ("active", "retired", "compromised")
 
 
 def canonical_json(value: dict) -> str:
@@ -102,23 +95,46 @@ def qr_url(public_url: str, statement: Statement, code: str, key_id: str, signat
 
 
 def public_key_from_jwk(jwk: dict) -> ec.EllipticCurvePublicKey:
+    """Raises ValueError unless the JWK is a P-256 key with 32-byte base64url coordinates."""
     if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
         raise ValueError("not a P-256 EC key")
-    x = int.from_bytes(b64url_decode(jwk["x"]), "big")
-    y = int.from_bytes(b64url_decode(jwk["y"]), "big")
-    return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
+    return es256.public_key_from_jwk(jwk.get("x", ""), jwk.get("y", ""))
 
 
 def verify_signature(public_key: ec.EllipticCurvePublicKey, digest: bytes, raw_signature: bytes) -> bool:
-    """ES256 raw r||s over a SHA-256 digest."""
-    if len(raw_signature) != 64:
-        return False
-    der = encode_dss_signature(int.from_bytes(raw_signature[:32], "big"), int.from_bytes(raw_signature[32:], "big"))
-    try:
-        public_key.verify(der, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
-        return True
-    except InvalidSignature:
-        return False
+    """ES256 raw r||s over a SHA-256 digest; only the low-S form verifies."""
+    return es256.verify_digest(public_key, digest, raw_signature)
+
+
+def _moment(value) -> datetime | None:
+    """A JWK's lifecycle time: a datetime, or RFC 3339 text as /v1/keys prints it."""
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, datetime) else parse_timestamp(value)
+
+
+def key_problem(jwk: dict, sealed_at: str) -> str | None:
+    """Why a receipt claiming seal time `sealed_at` is not valid under this key's lifecycle, or None.
+
+    A compromised key makes every receipt invalid, whatever its date; a retired key only the receipts
+    claiming a seal time after the end of its signing window (retired_at)."""
+    status = jwk.get("status") or "active"
+    if status not in KEY_STATUSES:
+        return f"signing key has an unknown status {status!r}"
+    if status == "compromised":
+        when = _moment(jwk.get("compromised_at"))
+        reason = jwk.get("compromise_reason") or "no reason given"
+        return f"signing key compromised on {format_timestamp(when) if when else 'an unknown date'}: {reason}"
+    if status == "retired":
+        retired_at = _moment(jwk.get("retired_at"))
+        try:
+            moment = parse_timestamp(sealed_at)
+        except ValueError:
+            return "seal time (ts) is not an RFC 3339 time"
+        if retired_at is None or moment > retired_at:
+            return (f"sealed at {sealed_at}, after its signing key was retired on "
+                    f"{format_timestamp(retired_at) if retired_at else 'an unknown date'}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -129,21 +145,37 @@ class QrCheck:
 
 
 def check_qr(params: dict[str, str], keys: dict[str, dict]) -> QrCheck:
-    """Verify a receipt from its QR parameters alone and a set of public JWKs (by kid)."""
+    """Verify a receipt from its QR parameters alone and a set of public JWKs (by kid), with their lifecycle.
+
+    Strict, so that one receipt has exactly one valid QR code: sg and d must be unpadded, canonical
+    base64url of exactly 64 and 32 bytes, and the signature must be low-S."""
     required = ["fn", "fa", "ts", "tt", "cur", "d", "ac", "kid", "sg"]
     missing = [name for name in required if not params.get(name)]
     if missing:
         return QrCheck(False, f"missing parameters: {', '.join(missing)}")
     statement = Statement(params["fn"], params["fa"], params["ts"], params["tt"], params["cur"], params["d"])
     try:
-        signature = b64url_decode(params["sg"])
-    except (ValueError, TypeError):
-        return QrCheck(False, "signature is not base64url", statement)
+        signature = b64url_decode(params["sg"], es256.SIGNATURE_SIZE)
+    except ValueError:
+        return QrCheck(False, "signature (sg) is not 64 bytes of unpadded base64url", statement)
+    try:
+        b64url_decode(params["d"], es256.DIGEST_SIZE)
+    except ValueError:
+        return QrCheck(False, "body digest (d) is not 32 bytes of unpadded base64url", statement)
     jwk = keys.get(params["kid"])
     if jwk is None:
         return QrCheck(False, "unknown key id", statement)
     if auth_code(signature) != params["ac"]:
         return QrCheck(False, "auth code does not match the signature", statement)
-    if not verify_signature(public_key_from_jwk(jwk), statement.digest(), signature):
+    if not es256.is_low_s(signature):
+        return QrCheck(False, "signature is not in low-S form", statement)
+    try:
+        public_key = public_key_from_jwk(jwk)
+    except ValueError:
+        return QrCheck(False, "the published key is not a usable P-256 key", statement)
+    if not verify_signature(public_key, statement.digest(), signature):
         return QrCheck(False, "signature does not verify", statement)
+    problem = key_problem(jwk, params["ts"])
+    if problem:
+        return QrCheck(False, problem, statement)
     return QrCheck(True, "", statement)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -13,7 +11,21 @@ from fiscal.v1 import ledger_pb2, ledger_pb2_grpc
 from services.ledger import receipt
 from services.ledger.access import Principal
 from services.ledger.model import InvoiceFilter, InvoiceRecord
-from services.ledger.sealing import CreditNoteRequest, Payment, SaleLine, SaleRequest, require_identifier, require_uuid
+from services.ledger.money import MAX_AMOUNT_TEXT
+from services.ledger.page_tokens import PageTokens
+from services.ledger.request_bounds import (
+    CHOICE_MAX,
+    MAX_DRAFT_AGE_SECONDS,
+    MAX_DRAFT_COUNT,
+    SDK_VERSION_MAX,
+    VERIFY_PARAM_MAX,
+    check_count,
+    check_text,
+    check_timestamp_text,
+    require_identifier,
+    require_uuid,
+)
+from services.ledger.sealing import MAX_LINES, CreditNoteRequest, Payment, SaleLine, SaleRequest
 from services.runtime.faults import InvalidArgument, NotFound
 from services.runtime.grpc_errors import handles_faults
 from services.runtime.timestamps import to_timestamp as _timestamp
@@ -32,60 +44,67 @@ def _authorization(context: grpc.aio.ServicerContext) -> str | None:
 
 
 def invoice_message(record: InvoiceRecord, public_url: str) -> ledger_pb2.Invoice:
-    body = record.body_fields()
-    statement = receipt.Statement(record.fiscal_number, body["fiscal_authority_id"], body["sealed_at"],
-                                  body["total"], body["currency"], receipt.b64url(record.body_digest))
-    local = record.sealed_at.astimezone(ZoneInfo(body.get("time_zone") or "UTC"))
+    body = record.invoice_body()
+    statement = receipt.Statement(record.fiscal_number, body.fiscal_authority_id, body.sealed_at,
+                                  body.total, body.currency, receipt.b64url(record.body_digest))
+    local = record.sealed_at.astimezone(ZoneInfo(body.time_zone or "UTC"))
     return ledger_pb2.Invoice(
         id=record.id, merchant_id=record.merchant_id, outlet_id=record.outlet_id,
         client_invoice_id=record.client_invoice_id, pos_terminal_id=record.pos_terminal_id,
         cashier_id=record.cashier_id, kind=record.kind, status=record.status, currency=record.currency,
-        lines=[ledger_pb2.InvoiceLine(**line) for line in body["lines"]],
-        tax_totals=[ledger_pb2.TaxTotal(**total) for total in body["tax_totals"]],
-        total_taxable=body["total_taxable"], total_tax=body["total_tax"], total=body["total"],
-        payments=[ledger_pb2.PaymentLine(**payment) for payment in body["payments"]],
-        payment_status=body["payment_status"], buyer=ledger_pb2.Buyer(**body.get("buyer", {})),
+        lines=[ledger_pb2.InvoiceLine(description=l.description, quantity=l.quantity, unit_price=l.unit_price,
+                                      tax_group=l.tax_group, line_total=l.line_total, sku=l.sku) for l in body.lines],
+        tax_totals=[ledger_pb2.TaxTotal(tax_group=t.tax_group, label=t.label, rate=t.rate,
+                                        taxable_amount=t.taxable_amount, tax_amount=t.tax_amount,
+                                        gross_amount=t.gross_amount) for t in body.tax_totals],
+        total_taxable=body.total_taxable, total_tax=body.total_tax, total=body.total,
+        payments=[ledger_pb2.PaymentLine(method=p.method, amount=p.amount, reference=p.reference)
+                  for p in body.payments],
+        payment_status=body.payment_status, buyer=ledger_pb2.Buyer(**body.buyer),
         sold_at=_timestamp(record.sold_at), original_invoice_id=record.original_invoice_id or "",
-        reason=body.get("reason", ""), created_at=_timestamp(record.created_at or record.sealed_at),
+        reason=body.reason or "", created_at=_timestamp(record.created_at or record.sealed_at),
         fiscal=ledger_pb2.FiscalBlock(
-            fiscal_number=record.fiscal_number, outlet_code=body["outlet_code"], series=record.series,
-            counter=record.number, fiscal_authority_id=body["fiscal_authority_id"], auth_code=record.auth_code,
+            fiscal_number=record.fiscal_number, outlet_code=body.outlet_code, series=record.series,
+            counter=record.number, fiscal_authority_id=body.fiscal_authority_id, auth_code=record.auth_code,
             sealed_at=_timestamp(record.sealed_at), sealed_at_local=local.isoformat(timespec="seconds"),
             qr_code=receipt.qr_url(public_url, statement, record.auth_code, record.key_id, record.signature),
             signature=receipt.b64url(record.signature), key_id=record.key_id,
             body_digest=receipt.b64url(record.body_digest), prev_hash=receipt.b64url(record.prev_hash),
-            hash=receipt.b64url(record.hash), taxpayer_id=body["taxpayer_id"], time_zone=body.get("time_zone", ""),
+            hash=receipt.b64url(record.hash), taxpayer_id=body.taxpayer_id, time_zone=body.time_zone,
         ),
     )
 
 
+MAX_PAGE_TOKEN = 512
+
+
 def _lines(lines) -> list[SaleLine]:
+    if len(lines) > MAX_LINES:
+        raise InvalidArgument(f"lines: at most {MAX_LINES} lines", field="lines")
+    for index, line in enumerate(lines):
+        # line_total is computed by the ledger; a client's value is ignored, but not unbounded.
+        if len(line.line_total) > MAX_AMOUNT_TEXT:
+            raise InvalidArgument(f"lines[{index}].line_total is longer than {MAX_AMOUNT_TEXT} characters",
+                                  field=f"lines[{index}].line_total")
     return [SaleLine(l.description, l.quantity, l.unit_price, l.tax_group, l.sku) for l in lines]
 
 
 def _parse_time(text: str, field: str) -> datetime | None:
     if not text:
         return None
+    check_timestamp_text(text, field)
     try:
         return receipt.parse_timestamp(text)
     except ValueError:
         raise InvalidArgument(f"{field} must be an RFC 3339 time with a zone, got {text!r}", field=field) from None
 
 
-def _page_token(seq: int | None) -> str:
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=") if seq is not None else ""
+def _page_token(tokens: PageTokens, where: InvoiceFilter, seq: int | None) -> str:
+    return tokens.issue(where, seq) if seq is not None else ""
 
 
-def _parse_page_token(token: str) -> int | None:
-    if not token:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        if not text.startswith("s"):
-            raise ValueError
-        return int(text[1:])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not one this API returned", field="page_token") from None
+def _parse_page_token(tokens: PageTokens, where: InvoiceFilter, token: str) -> int | None:
+    return tokens.read(where, token) if token else None
 
 
 class InvoiceServicer(ledger_pb2_grpc.InvoiceServiceServicer):
@@ -135,6 +154,8 @@ class InvoiceServicer(ledger_pb2_grpc.InvoiceServiceServicer):
         page_size = request.page_size or DEFAULT_PAGE_SIZE
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
             raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE_SIZE}", field="page_size")
+        if len(request.page_token) > MAX_PAGE_TOKEN:
+            raise InvalidArgument("page_token is not one this API returned", field="page_token")
         outlet_id = principal.visible_outlet(request.outlet_id or None)
         if outlet_id:
             outlet_id = require_uuid(outlet_id, "outlet_id", "outlet")
@@ -149,35 +170,42 @@ class InvoiceServicer(ledger_pb2_grpc.InvoiceServiceServicer):
             merchant_id=principal.merchant_id, outlet_id=outlet_id, pos_terminal_id=request.pos_terminal_id or None,
             cashier_id=request.cashier_id or None, sealed_from=_parse_time(getattr(request, "from"), "from"),
             sealed_to=_parse_time(request.to, "to"), status=request.status or None, kind=request.kind or None)
-        records, next_seq = await self.ledger.store.list_invoices(where, page_size,
-                                                                  _parse_page_token(request.page_token))
+        tokens = self.ledger.page_tokens
+        records, next_seq = await self.ledger.store.list_invoices(
+            where, page_size, _parse_page_token(tokens, where, request.page_token))
         return ledger_pb2.ListInvoicesResponse(
             invoices=[invoice_message(r, self.ledger.public_url) for r in records],
-            next_page_token=_page_token(next_seq))
+            next_page_token=_page_token(tokens, where, next_seq))
 
     @handles_faults
     async def ListKeys(self, request, context):
-        keys = await self.ledger.public_keys(refresh=False)
+        keys = await self.ledger.public_keys()
         return ledger_pb2.KeySet(fiscal_authority_id=self.ledger.authority_id, keys=[
             ledger_pb2.Jwk(kid=k.kid, kty=k.kty, crv=k.crv, x=k.x, y=k.y, alg=k.alg, use=k.use, status=k.status,
                            created_at=k.created_at if k.HasField("created_at") else None,
-                           retired_at=k.retired_at if k.HasField("retired_at") else None)
+                           retired_at=k.retired_at if k.HasField("retired_at") else None,
+                           compromised_at=k.compromised_at if k.HasField("compromised_at") else None,
+                           compromise_reason=k.compromise_reason)
             for k in keys])
 
     @handles_faults
     async def VerifyReceipt(self, request, context):
         params = {name: getattr(request, name) for name in ("fn", "fa", "ts", "tt", "cur", "d", "ac", "kid", "sg")}
+        for name, value in params.items():
+            if len(value) > VERIFY_PARAM_MAX[name]:
+                raise InvalidArgument(f"{name} is longer than {VERIFY_PARAM_MAX[name]} characters", field=name)
         if request.v not in (0, 1):
             raise InvalidArgument(f"unsupported receipt version {request.v}", field="v")
         if not any(params.values()):
             raise InvalidArgument("pass the receipt's QR code parameters (fn, fa, ts, tt, cur, d, ac, kid, sg)")
-        keys = await self.ledger.jwks()
-        if params["kid"] and params["kid"] not in keys:
-            keys = await self.ledger.jwks(refresh=True)
-        check = receipt.check_qr(params, keys)
+        # An unknown kid is cached as unknown and refreshes are rate-limited (public_keys.PublicKeyDirectory):
+        # anonymous verify requests cannot hammer the signing service.
+        jwk = await self.ledger.jwk(params["kid"]) if params["kid"] else None
+        check = receipt.check_qr(params, {params["kid"]: jwk} if jwk else {})
         answer = ledger_pb2.VerifyReceiptResponse(
             valid=check.valid, reason=check.reason, fiscal_number=params["fn"], fiscal_authority_id=params["fa"],
-            total=params["tt"], currency=params["cur"], auth_code=params["ac"], key_id=params["kid"])
+            total=params["tt"], currency=params["cur"], auth_code=params["ac"], key_id=params["kid"],
+            key_status=jwk["status"] if jwk else "")
         try:
             answer.sealed_at.CopyFrom(_timestamp(receipt.parse_timestamp(params["ts"])))
         except (ValueError, TypeError):
@@ -186,10 +214,10 @@ class InvoiceServicer(ledger_pb2_grpc.InvoiceServiceServicer):
             record = await self.ledger.store.invoice_by_fiscal_number(params["fn"])
             if record is not None and record.statement == check.statement.text() \
                     and receipt.b64url(record.signature) == params["sg"]:
-                body = record.body_fields()
+                body = record.invoice_body()
                 answer.registered = True
-                answer.outlet_name = body.get("outlet_name", "")
-                answer.taxpayer_id = body.get("taxpayer_id", "")
+                answer.outlet_name = body.outlet_name
+                answer.taxpayer_id = body.taxpayer_id
         return answer
 
 
@@ -207,10 +235,12 @@ class TerminalServicer(ledger_pb2_grpc.TerminalServiceServicer):
             require_identifier(request.cashier_id, "cashier_id")
         if request.draft_count < 0 or request.oldest_draft_age_seconds < 0 or request.rejected_count < 0:
             raise InvalidArgument("draft_count, oldest_draft_age_seconds and rejected_count must not be negative")
+        check_count(request.draft_count, "draft_count", MAX_DRAFT_COUNT)
+        check_count(request.rejected_count, "rejected_count", MAX_DRAFT_COUNT)
+        check_count(request.oldest_draft_age_seconds, "oldest_draft_age_seconds", MAX_DRAFT_AGE_SECONDS)
         if request.state and request.state not in ("online", "offline", "syncing"):
             raise InvalidArgument("state must be online, offline or syncing", field="state")
-        if len(request.sdk_version) > 64:
-            raise InvalidArgument("sdk_version is longer than 64 characters", field="sdk_version")
+        check_text(request.sdk_version, "sdk_version", SDK_VERSION_MAX)
         now = datetime.now(UTC)
         await self.ledger.store.record_heartbeat(
             outlet.id, request.pos_terminal_id, request.cashier_id, request.draft_count,
@@ -242,5 +272,7 @@ class LedgerInternalServicer(ledger_pb2_grpc.LedgerInternalServiceServicer):
         outlet_id = require_uuid(request.outlet_id, "outlet_id", "outlet")
         if not request.series:
             raise InvalidArgument("series is required", field="series")
+        if len(request.series) > CHOICE_MAX:
+            raise InvalidArgument("series is not one of the ledger's series", field="series")
         number, last_hash = await self.ledger.store.chain_head(outlet_id, request.series)
         return ledger_pb2.ChainHead(last_number=number, last_hash=receipt.b64url(last_hash) if last_hash else "")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID, insert
@@ -13,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ledger.access import Principal
 from services.ledger.model import (
+    ChainMoved,
     DuplicateClientInvoice,
     DuplicateNumber,
     InvoiceFilter,
@@ -136,8 +136,9 @@ def _invoice(row) -> InvoiceRecord:
 
 
 def _insert_sealed_sql() -> sa.TextClause:
-    """The seal's write as one statement (invoice, outbox event, terminal's last seal), written out once:
-    building it with Core per seal cost more CPU than the database spent running it."""
+    """One seal's rows as one statement (invoice, outbox event, terminal's last seal), written out once:
+    building it with Core per seal cost more CPU than the database spent running it. A batch runs it
+    with executemany (psycopg pipelines the statements) after the chain head's compare-and-set."""
     columns = [c.name for c in _INVOICE_COLUMNS]
     return sa.text(f"""
         WITH add_invoice AS (
@@ -153,6 +154,21 @@ def _insert_sealed_sql() -> sa.TextClause:
         SET last_seen_at = now(), last_cashier_id = EXCLUDED.last_cashier_id, last_seal_at = EXCLUDED.last_seal_at
     """).bindparams(sa.bindparam("payload", type_=JSONB), sa.bindparam("total", type_=sa.Numeric),
                     sa.bindparam("total_tax", type_=sa.Numeric))
+
+
+# The chain head's compare-and-set, first in a batch's transaction: it moves from (prev_number, prev_hash)
+# to the batch's last entry, or (zero rows) the chain moved under the batch and nothing is written. The
+# row lock it takes serialises writers of one chain; a second writer re-checks against the committed row.
+# (No row yet: the chain's first batch, or a chain sealed before the heads were recorded.) The anchored
+# head also lets `fiscal verify` see a deleted tail.
+_MOVE_HEAD = sa.text("""
+    INSERT INTO ledger.chain_heads (outlet_id, series, number, hash)
+    VALUES (:outlet_id, :series, :number, :hash)
+    ON CONFLICT (outlet_id, series) DO UPDATE
+    SET number = EXCLUDED.number, hash = EXCLUDED.hash, updated_at = now()
+    WHERE ledger.chain_heads.number = :prev_number AND ledger.chain_heads.hash = :prev_hash
+    RETURNING 1
+""")
 
 
 _INSERT_SEALED = _insert_sealed_sql()
@@ -232,27 +248,44 @@ class LedgerStore:
             row = (await conn.execute(query)).first()
         return (row.number, bytes(row.hash)) if row else (0, None)
 
-    async def credited_total(self, original_invoice_id: str) -> Decimal:
-        query = sa.select(sa.func.coalesce(sa.func.sum(invoices.c.total), 0)).where(
-            invoices.c.original_invoice_id == original_invoice_id)
+    async def credit_notes(self, original_invoice_id: str) -> list[InvoiceRecord]:
+        """The credit notes already sealed against one invoice (what is left to refund depends on them)."""
+        query = sa.select(*_INVOICE_COLUMNS).where(invoices.c.original_invoice_id == original_invoice_id)
         async with self.engine.connect() as conn:
-            return Decimal((await conn.execute(query)).scalar())
+            return [_invoice(row) for row in await conn.execute(query)]
 
-    async def insert_sealed(self, record: InvoiceRecord, event: OutboxEvent) -> None:
-        """One statement, one transaction: the invoice (its chain entry), its outbox event and the
-        terminal's last-seen row. Committed on return."""
-        params = {c.name: getattr(record, c.name) for c in _INVOICE_COLUMNS}
-        params.update(event_id=event.event_id, event_type=event.event_type, aggregate_id=event.aggregate_id,
-                      payload=event.payload)
+    async def invoices_by_client_ids(self, outlet_id: str, client_invoice_ids: list[str]
+                                     ) -> dict[str, InvoiceRecord]:
+        query = sa.select(*_INVOICE_COLUMNS).where(invoices.c.outlet_id == outlet_id,
+                                                   invoices.c.client_invoice_id.in_(client_invoice_ids))
+        async with self.reader.connect() as conn:
+            return {row.client_invoice_id: _invoice(row) for row in await conn.execute(query)}
+
+    async def insert_sealed_batch(self, records: list[InvoiceRecord], events: list[OutboxEvent],
+                                  prev_number: int, prev_hash: bytes) -> None:
+        """One transaction for a whole batch: the chain head's compare-and-set, then each entry with its
+        outbox event and its terminal's last seal (pipelined). Committed on return."""
+        last = records[-1]
+        rows = []
+        for record, event in zip(records, events, strict=True):
+            params = {c.name: getattr(record, c.name) for c in _INVOICE_COLUMNS}
+            params.update(event_id=event.event_id, event_type=event.event_type, aggregate_id=event.aggregate_id,
+                          payload=event.payload)
+            rows.append(params)
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(_INSERT_SEALED, params)
+                moved = (await conn.execute(_MOVE_HEAD, {
+                    "outlet_id": last.outlet_id, "series": last.series, "number": last.number, "hash": last.hash,
+                    "prev_number": prev_number, "prev_hash": prev_hash})).first()
+                if moved is None:
+                    raise ChainMoved(f"{last.outlet_id}/{last.series} is no longer at {prev_number}")
+                await conn.execute(_INSERT_SEALED, rows if len(rows) > 1 else rows[0])
         except IntegrityError as exc:
             constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", "") or ""
             if "client_invoice_id" in constraint:
-                raise DuplicateClientInvoice(record.client_invoice_id) from exc
+                raise DuplicateClientInvoice(", ".join(r.client_invoice_id for r in records)) from exc
             if "number" in constraint or "fiscal_number" in constraint or "hash" in constraint:
-                raise DuplicateNumber(record.fiscal_number) from exc
+                raise DuplicateNumber(f"{records[0].fiscal_number}..{last.fiscal_number}") from exc
             raise
 
     async def list_invoices(self, where: InvoiceFilter, limit: int, before_seq: int | None
@@ -293,6 +326,13 @@ class LedgerStore:
                 yield _invoice(row)
             after_number = rows[-1].number
 
+    async def anchored_heads(self, outlet_id: str) -> dict[str, tuple[int, bytes]]:
+        """The (number, hash) each series' last seal recorded in ledger.chain_heads, by series."""
+        query = sa.text("SELECT series, number, hash FROM ledger.chain_heads WHERE outlet_id = :o")
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query, {"o": outlet_id})).all()
+        return {row.series: (row.number, bytes(row.hash)) for row in rows}
+
     async def series_counts(self, outlet_id: str) -> dict[str, int]:
         query = (sa.select(invoices.c.series, sa.func.count()).where(invoices.c.outlet_id == outlet_id)
                  .group_by(invoices.c.series))
@@ -331,6 +371,21 @@ class LedgerStore:
         async with self.engine.begin() as conn:
             await conn.execute(merchants.insert().values(id=merchant_id, name=name))
         return merchant_id
+
+    async def merchant_exists(self, merchant_id: str) -> bool:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(sa.select(merchants.c.id).where(merchants.c.id == merchant_id))).first() \
+                is not None
+
+    async def outlet_codes_taken(self, codes: list[str]) -> set[str]:
+        """Which of these outlet codes an outlet (of any merchant) already has."""
+        async with self.engine.connect() as conn:
+            return set((await conn.execute(sa.select(outlets.c.code).where(outlets.c.code.in_(codes)))).scalars())
+
+    async def tax_groups(self, merchant_id: str) -> list[TaxGroup]:
+        query = sa.select(tax_groups).where(tax_groups.c.merchant_id == merchant_id).order_by(tax_groups.c.code)
+        async with self.engine.connect() as conn:
+            return [TaxGroup(g.code, g.label, g.rate) for g in (await conn.execute(query)).all()]
 
     async def create_outlet(self, merchant_id: str, code: str, name: str, taxpayer_id: str, currency: str,
                             time_zone: str, address: str = "", offline_grace_seconds: int = 72 * 3600) -> str:

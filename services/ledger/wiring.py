@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import time
-from datetime import UTC
+from datetime import UTC, timedelta
+from pathlib import Path
 
 import grpc
 import sqlalchemy as sa
 from fiscal.v1 import counter_pb2, counter_pb2_grpc, ledger_pb2, ledger_pb2_grpc, signing_pb2, signing_pb2_grpc
 
 from services.ledger.access import Principal, bearer_token, hash_api_key
-from services.ledger.sealing import Lease, Sealer
+from services.ledger.page_tokens import PageTokens
+from services.ledger.public_keys import PublicKeyDirectory
+from services.ledger.sealing import Lease, Sealer, utcnow
 from services.ledger.servicer import InvoiceServicer, LedgerInternalServicer, TerminalServicer
 from services.ledger.store import LedgerStore
 from services.runtime.channels import open_channel
 from services.runtime.config import env_float, env_str
 from services.runtime.database import create_engine
-from services.runtime.faults import Aborted, Fault, InvalidArgument, Unauthenticated, Unavailable
+from services.runtime.faults import Unauthenticated
+from services.runtime.grpc_errors import fault_from_rpc_error
 from services.runtime.server import Mounted, rpc_timeout, run_service
 
 DEFAULT_PORT = 7103
+
+# Which mesh identities may call which method (services/runtime/mesh_tls.py): the public API only
+# through the gateway (Envoy), the chain head only to the counter.
+ALLOWED_CALLERS: dict[str, set[str]] = {
+    "/fiscal.v1.LedgerInternalService/GetChainHead": {"counter"},
+    **{f"/{method.containing_service.full_name}/{method.name}": {"gateway"}
+       for name in ("InvoiceService", "TerminalService")
+       for method in ledger_pb2.DESCRIPTOR.services_by_name[name].methods},
+}
 
 
 class TtlCache:
@@ -42,15 +57,6 @@ class TtlCache:
         self._items[key] = (time.monotonic() + self.ttl, value)
 
 
-def _rpc_fault(error: grpc.RpcError, what: str) -> Fault:
-    code = error.code() if hasattr(error, "code") else None
-    if code == grpc.StatusCode.ABORTED:
-        return Aborted(f"{what}: busy, retry")
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgument(f"{what}: {error.details()}")
-    return Unavailable(f"{what} unavailable; retry")
-
-
 class CounterAllocator:
     """sealing.NumberAllocator over the counter service."""
 
@@ -58,14 +64,23 @@ class CounterAllocator:
         self.stub = counter_pb2_grpc.CounterServiceStub(channel)
         self.allocate_timeout = allocate_timeout
 
-    async def allocate(self, outlet_id: str, series: str, holder: str) -> Lease:
+    async def allocate(self, outlet_id: str, series: str, holder: str, count: int = 1,
+                       commit_first: Lease | None = None) -> Lease:
+        # The lease's ttl runs from when the counter issued it, which is after this moment: counting
+        # from here on our own monotonic clock is conservative and needs no clock agreement.
+        sent_at = time.monotonic()
         try:
             lease = await self.stub.Allocate(counter_pb2.AllocateRequest(outlet_id=outlet_id, series=series,
-                                                                         holder=holder),
+                                                                         holder=holder, count=count,
+                                                                         commit_lease_id=commit_first.lease_id
+                                                                         if commit_first else ""),
                                              timeout=self.allocate_timeout, wait_for_ready=True)
         except grpc.RpcError as error:
-            raise _rpc_fault(error, "fiscal counter") from error
-        return Lease(lease.lease_id, lease.number, lease.expires_at.ToDatetime(tzinfo=UTC))
+            raise fault_from_rpc_error(error, "fiscal counter") from error
+        # No ttl (a counter older than this field) gives no time: every seal then retries, never races.
+        ttl = lease.ttl.ToTimedelta().total_seconds() if lease.HasField("ttl") else 0.0
+        return Lease(lease.lease_id, lease.number, lease.expires_at.ToDatetime(tzinfo=UTC), deadline=sent_at + ttl,
+                     last=lease.last)
 
     async def commit(self, lease: Lease) -> None:
         await self.stub.Commit(counter_pb2.CommitRequest(lease_id=lease.lease_id), timeout=rpc_timeout(),
@@ -75,37 +90,93 @@ class CounterAllocator:
         await self.stub.Release(counter_pb2.ReleaseRequest(lease_id=lease.lease_id, reason=reason[:200]),
                                 timeout=rpc_timeout(), wait_for_ready=True)
 
+    async def resync(self, lease: Lease, reason: str) -> None:
+        await self.stub.Release(counter_pb2.ReleaseRequest(lease_id=lease.lease_id, reason=reason[:200],
+                                                           resync_from_ledger=True),
+                                timeout=rpc_timeout(), wait_for_ready=True)
+
+
+def wall_clock():
+    """Test-only: FISCAL_TEST_CLOCK_OFFSET_SECONDS shifts this ledger's wall clock (a ledger whose clock
+    is wrong). Unset, as always outside tests: the real clock."""
+    offset = timedelta(seconds=env_float("FISCAL_TEST_CLOCK_OFFSET_SECONDS", 0.0))
+    return (lambda: utcnow() + offset) if offset else utcnow
+
+
+def pause_after_insert_hook():
+    """Test-only fault hook: FISCAL_TEST_PAUSE_AFTER_INSERT=<path> makes each seal (each batch: its first
+    seal), once its insert has committed and before counter.Commit, write its client_invoice_id to <path>
+    and wait for ever, so a test can SIGKILL the ledger in exactly that window. Unset, as always outside
+    tests: no hook."""
+    path = os.environ.get("FISCAL_TEST_PAUSE_AFTER_INSERT")
+    if not path:
+        return None
+
+    async def pause(record) -> None:
+        Path(path).write_text(record.client_invoice_id)
+        await asyncio.Event().wait()
+
+    return pause
+
+
+def hold_before_insert_hook():
+    """Test-only fault hook: FISCAL_TEST_HOLD_BEFORE_INSERT=<path> holds the first batch of at least
+    FISCAL_TEST_HOLD_MIN_BATCH seals (default 1) that passes its lease check: it writes the batch's
+    client_invoice_ids to <path> (one a line) and waits until <path> is removed, then goes on to its
+    insert. A test can SIGKILL the ledger meanwhile (a crash in the middle of a group commit), or let
+    the lease expire and another replica seal before it resumes (a zombie lease, which the chain head's
+    compare-and-set must refuse). Unset, as always outside tests: no hook."""
+    path = os.environ.get("FISCAL_TEST_HOLD_BEFORE_INSERT")
+    if not path:
+        return None
+    min_batch = int(os.environ.get("FISCAL_TEST_HOLD_MIN_BATCH", "1"))
+    held = []
+
+    async def hold(records) -> None:
+        if held or len(records) < min_batch:
+            return
+        held.append(True)
+        marker = Path(path)
+        marker.write_text("\n".join(r.client_invoice_id for r in records))
+        while marker.exists():
+            await asyncio.sleep(0.05)
+
+    return hold
+
 
 class SigningClient:
-    """sealing.Signer over the signing service, and a cache of its public keys."""
-
-    KEYS_TTL_SECONDS = 60.0
+    """sealing.Signer over the signing service, and a cache of its public keys (`keys`)."""
 
     def __init__(self, channel: grpc.aio.Channel):
         self.stub = signing_pb2_grpc.SigningServiceStub(channel)
-        self._keys: list[signing_pb2.PublicKey] = []
-        self._keys_fetched = 0.0
+        self.keys = PublicKeyDirectory(
+            self.list_public_keys, ttl=env_float("FISCAL_PUBLIC_KEYS_TTL_SECONDS", 60.0),
+            min_refresh_interval=env_float("FISCAL_PUBLIC_KEYS_MIN_REFRESH_SECONDS", 5.0),
+            unknown_ttl=env_float("FISCAL_UNKNOWN_KID_CACHE_SECONDS", 60.0))
 
-    async def sign(self, digest: bytes) -> tuple[bytes, str]:
+    async def sign_batch(self, statement_texts: list[str]) -> list[tuple[bytes, str]]:
+        """One call whatever the batch's size: Sign for one statement, SignBatch for more."""
         try:
             # wait_for_ready: a signing replica that is restarting is waited for (within the deadline)
             # instead of failing at once while the channel is in reconnect backoff.
-            answer = await self.stub.Sign(signing_pb2.SignRequest(digest=digest), timeout=rpc_timeout(),
-                                          wait_for_ready=True)
+            if len(statement_texts) == 1:
+                answers = [await self.stub.Sign(signing_pb2.SignRequest(statement=statement_texts[0]),
+                                                timeout=rpc_timeout(), wait_for_ready=True)]
+            else:
+                answers = list((await self.stub.SignBatch(signing_pb2.SignBatchRequest(statements=statement_texts),
+                                                          timeout=rpc_timeout(), wait_for_ready=True)).signatures)
         except grpc.RpcError as error:
-            raise _rpc_fault(error, "signing") from error
-        if self._keys and not any(k.kid == answer.key_id for k in self._keys):
-            self._keys_fetched = 0.0  # a rotation happened: publish the new key set at the next read
-        return answer.signature, answer.key_id
+            raise fault_from_rpc_error(error, "signing") from error
+        for key_id in {answer.key_id for answer in answers}:
+            self.keys.note_key_id(key_id)  # after a rotation: publish the new key set at the next read
+        return [(answer.signature, answer.key_id) for answer in answers]
 
-    async def public_keys(self, refresh: bool = False) -> list[signing_pb2.PublicKey]:
-        if refresh or not self._keys or time.monotonic() - self._keys_fetched > self.KEYS_TTL_SECONDS:
-            try:
-                answer = await self.stub.ListPublicKeys(signing_pb2.ListPublicKeysRequest(), timeout=rpc_timeout())
-            except grpc.RpcError as error:
-                raise _rpc_fault(error, "signing") from error
-            self._keys, self._keys_fetched = list(answer.keys), time.monotonic()
-        return self._keys
+    async def list_public_keys(self) -> list[signing_pb2.PublicKey]:
+        try:
+            answer = await self.stub.ListPublicKeys(signing_pb2.ListPublicKeysRequest(), timeout=rpc_timeout())
+        except grpc.RpcError as error:
+            raise fault_from_rpc_error(error, "signing") from error
+        return list(answer.keys)
 
 
 class Ledger:
@@ -116,10 +187,12 @@ class Ledger:
         self.signing = signing
         self.authority_id = env_str("FISCAL_AUTHORITY_ID", "FC-DEV-0001")
         self.public_url = env_str("FISCAL_PUBLIC_URL", "http://127.0.0.1:8080")
+        self.page_tokens = PageTokens.from_env()
         self._keys_cache = TtlCache(ttl=env_float("FISCAL_AUTH_CACHE_SECONDS", 30.0))
         self._outlet_cache = TtlCache(ttl=env_float("FISCAL_OUTLET_CACHE_SECONDS", 30.0))
         self.sealer = Sealer(store, counter, signing, authority_id=self.authority_id, public_url=self.public_url,
-                             outlets=self.outlet)
+                             outlets=self.outlet, clock=wall_clock(), after_insert=pause_after_insert_hook(),
+                             before_insert=hold_before_insert_hook())
 
     async def authenticate(self, authorization: str | None) -> Principal:
         key_hash = hash_api_key(bearer_token(authorization))
@@ -139,18 +212,25 @@ class Ledger:
                 self._outlet_cache.put(outlet_id, outlet)
         return outlet
 
-    async def public_keys(self, refresh: bool = False) -> list:
-        return await self.signing.public_keys(refresh)
+    async def public_keys(self) -> list[signing_pb2.PublicKey]:
+        return await self.signing.keys.all()
 
-    async def jwks(self, refresh: bool = False) -> dict[str, dict]:
-        return {k.kid: {"kty": k.kty, "crv": k.crv, "x": k.x, "y": k.y} for k in await self.public_keys(refresh)}
+    async def jwk(self, kid: str) -> dict | None:
+        """The published key `kid` with its lifecycle (receipt.check_qr's form), or None if unknown."""
+        key = await self.signing.keys.find(kid)
+        if key is None:
+            return None
+        return {"kty": key.kty, "crv": key.crv, "x": key.x, "y": key.y, "status": key.status,
+                "retired_at": key.retired_at.ToDatetime(tzinfo=UTC) if key.HasField("retired_at") else None,
+                "compromised_at": key.compromised_at.ToDatetime(tzinfo=UTC) if key.HasField("compromised_at")
+                else None, "compromise_reason": key.compromise_reason}
 
 
 @contextlib.asynccontextmanager
 async def mount(server: grpc.aio.Server):
     engine = create_engine(default_pool_size=15)
-    counter_channel = open_channel(env_str("FISCAL_COUNTER_ADDR", "127.0.0.1:7101"))
-    signing_channel = open_channel(env_str("FISCAL_SIGNING_ADDR", "127.0.0.1:7102"))
+    counter_channel = open_channel(env_str("FISCAL_COUNTER_ADDR", "127.0.0.1:7101"), "counter")
+    signing_channel = open_channel(env_str("FISCAL_SIGNING_ADDR", "127.0.0.1:7102"), "signing")
     # Allocate may wait for another terminal's seal on the same outlet: give it a longer deadline.
     counter = CounterAllocator(counter_channel, allocate_timeout=env_float("FISCAL_ALLOCATE_TIMEOUT_SECONDS", 10.0))
     ledger = Ledger(LedgerStore(engine), counter, SigningClient(signing_channel))
@@ -176,4 +256,4 @@ async def mount(server: grpc.aio.Server):
 
 
 def main() -> None:
-    run_service("ledger", DEFAULT_PORT, mount)
+    run_service("ledger", DEFAULT_PORT, mount, ALLOWED_CALLERS)

@@ -44,6 +44,7 @@ class ServerSettings:
     host: str
     port: int
     grace_seconds: float
+    drain_seconds: float = 2.5
 
     @classmethod
     def from_env(cls, default_port: int) -> ServerSettings:
@@ -51,13 +52,20 @@ class ServerSettings:
             host=env_str("FISCAL_LISTEN_HOST", "127.0.0.1"),
             port=env_int("FISCAL_PORT", default_port),
             grace_seconds=env_float("FISCAL_SHUTDOWN_GRACE_SECONDS", 10.0),
+            # Longer than the gateway needs to see NOT_SERVING: 2 failed health checks 1 s apart.
+            drain_seconds=env_float("FISCAL_SHUTDOWN_DRAIN_SECONDS", 2.5),
         )
+
+
+def sqlalchemy_url(url: str) -> str:
+    """A PostgreSQL URL (postgresql://, postgres://) as SQLAlchemy wants it: the psycopg 3 driver.
+    The one place this rewrite lives (services, CLI, stack and tests use it)."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    raise SystemExit("a database URL must be a postgresql:// URL")
 
 
 def database_url() -> str:
     """DATABASE_URL as SQLAlchemy wants it (psycopg 3 driver)."""
-    url = env_str("DATABASE_URL")
-    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    raise SystemExit("DATABASE_URL must be a postgresql:// URL")
+    return sqlalchemy_url(env_str("DATABASE_URL"))

@@ -11,10 +11,20 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from services.runtime.config import database_url, env_int
+from services.runtime.config import database_url, env_float, env_int
+from services.runtime.db_roles import grant_service_role
 from services.runtime.telemetry import instrument_engine
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent
+
+
+def session_timeouts() -> str:
+    """libpq `options` for every pooled connection. Both are below a lease (FISCAL_LEASE_SECONDS, 10 s)
+    so a seal stuck on the database fails, retryably, while its number's lease is still valid, instead
+    of writing after the counter may have reconciled and reissued the number."""
+    statement_ms = round(env_float("FISCAL_DB_STATEMENT_TIMEOUT_SECONDS", 4.0) * 1000)
+    lock_ms = round(env_float("FISCAL_DB_LOCK_TIMEOUT_SECONDS", 3.0) * 1000)
+    return f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms}"
 
 
 def create_engine(default_pool_size: int = 10) -> AsyncEngine:
@@ -26,6 +36,11 @@ def create_engine(default_pool_size: int = 10) -> AsyncEngine:
         # died with the server fails one call, answered UNAVAILABLE (see grpc_errors), and is dropped.
         pool_pre_ping=False,
         pool_recycle=1800,
+        # Waiting for a pooled connection is bounded below a lease too (sqlalchemy.exc.TimeoutError:
+        # answered UNAVAILABLE by grpc_errors, like a statement or lock timeout).
+        pool_timeout=env_float("FISCAL_DB_POOL_TIMEOUT_SECONDS", 3.0),
+        connect_args={"options": session_timeouts()},
+        hide_parameters=True,  # a DBAPIError's text must not carry invoice data or key hashes into logs
     )
     instrument_engine(engine)
     return engine
@@ -38,7 +53,7 @@ def migrate(service: str, url: str | None = None) -> None:
     from alembic.config import Config
 
     sync_url = url or database_url()
-    engine = sa.create_engine(sync_url, poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(sync_url, poolclass=sa.pool.NullPool, hide_parameters=True)
     with engine.connect() as connection:
         connection.execute(sa.text("SELECT pg_advisory_lock(hashtext('fiscal-migrations'))"))
         try:
@@ -49,6 +64,8 @@ def migrate(service: str, url: str | None = None) -> None:
             config.attributes["connection"] = connection
             config.attributes["schema"] = service
             command.upgrade(config, "head")
+            # Its role may use the schema's tables, new ones included, and nothing else (db_roles).
+            grant_service_role(connection, service)
             connection.commit()
         finally:
             connection.execute(sa.text("SELECT pg_advisory_unlock(hashtext('fiscal-migrations'))"))

@@ -3,6 +3,11 @@
 FISCAL_TRACES_EXPORTER: "otlp" (OTLP/gRPC to OTEL_EXPORTER_OTLP_ENDPOINT), "console", or "none"
 (the default). W3C trace context travels in gRPC metadata through the interceptors below, so one
 seal is one trace from Envoy through ledger, counter, signing and the database.
+
+Traces are sampled: FISCAL_TRACES_SAMPLE_RATIO (0 to 1; default 0.01) is the share of traces started
+here that are recorded, and a call that arrives with trace context follows its caller's decision
+(parent-based), so a trace is kept or dropped whole. Envoy, where a request's trace starts, samples at
+the same ratio (gateway/render.py). Tests that look at spans set 1.0.
 """
 
 from __future__ import annotations
@@ -14,9 +19,24 @@ from opentelemetry.propagate import set_global_textmap
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _provider: TracerProvider | None = None
+
+DEFAULT_SAMPLE_RATIO = 0.01
+
+
+def sample_ratio() -> float:
+    """FISCAL_TRACES_SAMPLE_RATIO, checked: the share of new traces recorded (0 to 1)."""
+    raw = os.environ.get("FISCAL_TRACES_SAMPLE_RATIO", "")
+    try:
+        ratio = float(raw) if raw.strip() else DEFAULT_SAMPLE_RATIO
+    except ValueError:
+        raise SystemExit(f"FISCAL_TRACES_SAMPLE_RATIO must be a number from 0 to 1, got {raw!r}") from None
+    if not 0.0 <= ratio <= 1.0:
+        raise SystemExit(f"FISCAL_TRACES_SAMPLE_RATIO must be from 0 to 1, got {raw!r}")
+    return ratio
 
 
 def configure_tracing(service: str) -> None:
@@ -25,7 +45,8 @@ def configure_tracing(service: str) -> None:
     set_global_textmap(TraceContextTextMapPropagator())
     if exporter_name in ("", "none"):
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": f"fiscal-{service}"}))
+    provider = TracerProvider(resource=Resource.create({"service.name": f"fiscal-{service}"}),
+                              sampler=ParentBased(TraceIdRatioBased(sample_ratio())))
     if exporter_name == "otlp":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 

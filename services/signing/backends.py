@@ -1,6 +1,6 @@
 """Where private keys live and how they sign: a software keystore (development) or a PKCS#11 HSM.
 
-Both return raw r||s (the JWS ES256 form). The HSM is driven through python-pkcs11, which is
+Both return raw r||s (the JWS ES256 form), always with a low s (s <= n/2). The HSM is driven through python-pkcs11, which is
 synchronous: its calls run on a small dedicated thread pool, each thread borrowing one of a few
 long-lived sessions (the PKCS#11 library releases the GIL while it signs).
 """
@@ -14,27 +14,15 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, utils
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from services.runtime.es256 import coordinates, coordinates_from_point, low_s, sign_digest, verify_raw
 from services.runtime.faults import Unavailable
 from services.runtime.telemetry import tracer
-from services.signing.keys import (
-    ConfigurationError,
-    GeneratedKey,
-    HsmHealth,
-    KeyRecord,
-    coordinates,
-    coordinates_from_point,
-    der_to_raw,
-    random_digest,
-    verify_raw,
-)
+from services.signing.keys import ConfigurationError, GeneratedKey, HsmHealth, KeyRecord, random_digest
 
 log = structlog.get_logger()
-
-_PREHASHED = ec.ECDSA(utils.Prehashed(hashes.SHA256()))
-
 
 class SoftwareBackend:
     """Keys generated with `cryptography`, stored in the database as PEM encrypted with a passphrase."""
@@ -77,8 +65,8 @@ class SoftwareBackend:
 
     async def sign(self, key: KeyRecord, digest: bytes) -> bytes:
         with tracer.start_as_current_span("hsm.sign", attributes={"backend": self.name, "key_id": key.kid}):
-            # ~30 µs: cheaper inline than a hop to a thread.
-            return der_to_raw(self._private_key(key).sign(digest, _PREHASHED))
+            # ~30 µs: cheaper inline than a hop to a thread. Always low-S (see es256.low_s).
+            return sign_digest(self._private_key(key), digest)
 
     async def check(self, key: KeyRecord | None) -> HsmHealth:
         health = HsmHealth(backend=self.name, module_loaded=True, token_present=True)
@@ -198,7 +186,9 @@ class Pkcs11Backend:
         results = []
         for label, digest, future in batch:
             try:
-                results.append((future, self._private_key(label).sign(digest, mechanism=Mechanism.ECDSA), None))
+                # The token returns whichever s it drew; publish only the low-S form (one valid QR per receipt).
+                signature = low_s(self._private_key(label).sign(digest, mechanism=Mechanism.ECDSA))
+                results.append((future, signature, None))
             except Unavailable as exc:
                 results.append((future, None, exc))
             except PKCS11Error as exc:
@@ -252,7 +242,7 @@ class Pkcs11Backend:
             health.logged_in = True
             digest = random_digest()
             try:
-                signature = private_key.sign(digest, mechanism=Mechanism.ECDSA)
+                signature = low_s(private_key.sign(digest, mechanism=Mechanism.ECDSA))
             except Exception as exc:  # noqa: BLE001
                 raise Unavailable(f"test signature failed: {type(exc).__name__}") from None
             health.test_signature_ok = verify_raw(key.x, key.y, digest, signature)

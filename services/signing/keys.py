@@ -1,4 +1,4 @@
-"""Key lifecycle and the ES256/JWK arithmetic. No gRPC, no SQL: the store and the backend are passed in.
+"""Key lifecycle. No gRPC, no SQL: the store and the backend are passed in.
 
 - A key's id (kid) is its RFC 7638 JWK thumbprint (base64url SHA-256 of the canonical JWK).
 - At most one key is active; rotation retires the previous one, which stays published so that old
@@ -10,84 +10,27 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from services.runtime.faults import FailedPrecondition, InvalidArgument, Unavailable
+from services.runtime.es256 import ALGORITHM, CURVE, DIGEST_SIZE, thumbprint
+from services.runtime.faults import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 log = structlog.get_logger()
 
-ALGORITHM = "ES256"
-CURVE = "P-256"
-DIGEST_SIZE = 32
 ACTIVE = "active"
 RETIRED = "retired"
+# Retired and, besides, known to an attacker: nothing it signed is valid any more, whatever its date.
+COMPROMISED = "compromised"
+MAX_REASON_LENGTH = 500
 
 
-# --- encoding helpers -------------------------------------------------------------------------------
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def coordinates(public_key: ec.EllipticCurvePublicKey) -> tuple[str, str]:
-    """The JWK x and y of a P-256 public key (32-byte big-endian, base64url)."""
-    numbers = public_key.public_numbers()
-    return b64url(numbers.x.to_bytes(32, "big")), b64url(numbers.y.to_bytes(32, "big"))
-
-
-def coordinates_from_point(point: bytes) -> tuple[str, str]:
-    """x and y from an uncompressed SEC1 point (0x04 || x || y)."""
-    if len(point) != 65 or point[0] != 0x04:
-        raise ValueError("expected an uncompressed P-256 point")
-    return b64url(point[1:33]), b64url(point[33:])
-
-
-def public_key_from_jwk(x: str, y: str) -> ec.EllipticCurvePublicKey:
-    return ec.EllipticCurvePublicNumbers(
-        int.from_bytes(b64url_decode(x), "big"), int.from_bytes(b64url_decode(y), "big"), ec.SECP256R1()
-    ).public_key()
-
-
-def thumbprint(x: str, y: str) -> str:
-    """RFC 7638: SHA-256 of the required members in lexicographic order, no whitespace."""
-    canonical = json.dumps({"crv": CURVE, "kty": "EC", "x": x, "y": y}, separators=(",", ":"), sort_keys=True)
-    return b64url(hashlib.sha256(canonical.encode("ascii")).digest())
-
-
-def der_to_raw(der: bytes) -> bytes:
-    r, s = utils.decode_dss_signature(der)
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-def raw_to_der(raw: bytes) -> bytes:
-    return utils.encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
-
-
-def verify_raw(x: str, y: str, digest: bytes, signature: bytes) -> bool:
-    if len(signature) != 64:
-        return False
-    try:
-        public_key_from_jwk(x, y).verify(raw_to_der(signature), digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
-        return True
-    except InvalidSignature:
-        return False
-
+# --- input checks (the ES256/JWK arithmetic lives in services.runtime.es256) -----------------------------
 
 def check_digest(digest: bytes) -> None:
     if len(digest) != DIGEST_SIZE:
@@ -120,10 +63,13 @@ class KeyRecord:
     x: str
     y: str
     created_at: datetime
+    # The end of the key's signing window: receipts claiming a later seal time do not verify.
     retired_at: datetime | None = None
     private_pem: bytes | None = field(default=None, repr=False)
     hsm_label: str | None = None
     hsm_id: str | None = None
+    compromised_at: datetime | None = None
+    compromise_reason: str | None = None
 
     def jwk(self) -> dict[str, str]:
         return {"kty": "EC", "crv": CURVE, "x": self.x, "y": self.y, "kid": self.kid, "alg": ALGORITHM,
@@ -170,7 +116,14 @@ class KeyBackend(Protocol):
 
 class KeyTransaction(Protocol):
     async def active(self) -> KeyRecord | None: ...
-    async def retire(self, kid: str) -> None: ...
+    async def get(self, kid: str) -> KeyRecord | None: ...
+
+    async def retire(self, kid: str, grace_seconds: float) -> None:
+        """Not active any more; retired_at = the database's now() + grace_seconds."""
+
+    async def compromise(self, kid: str, reason: str) -> KeyRecord:
+        """Status compromised, compromised_at = now(), retired_at kept (or now() if it was active)."""
+
     async def insert(self, backend: str, key: GeneratedKey) -> KeyRecord: ...
 
 
@@ -189,10 +142,17 @@ class ConfigurationError(Exception):
 # --- the lifecycle ------------------------------------------------------------------------------------
 
 class KeyManager:
-    def __init__(self, repository: KeyRepository, backend: KeyBackend, refresh_seconds: float = 1.0):
+    """retirement_grace_seconds: a rotated-out key's signing window ends that long after the rotation, so
+    that a replica still signing with it until its next refresh (refresh_seconds) makes valid receipts."""
+
+    def __init__(self, repository: KeyRepository, backend: KeyBackend, refresh_seconds: float = 1.0,
+                 retirement_grace_seconds: float = 10.0, min_rotation_interval_seconds: float = 3600.0):
         self.repository = repository
+        # Rotations are rare and deliberate: a caller rotating in a loop would fill the published key set.
+        self.min_rotation_interval_seconds = min_rotation_interval_seconds
         self.backend = backend
         self.refresh_seconds = refresh_seconds
+        self.retirement_grace_seconds = max(retirement_grace_seconds, 2 * refresh_seconds)
         self._active: KeyRecord | None = None
 
     @property
@@ -209,14 +169,24 @@ class KeyManager:
             current = await tx.active()
             if current is not None and current.backend == self.backend.name and not always:
                 return current
+            if current is not None and always:
+                self._check_rotation_interval(current)
             generated = await self.backend.generate()
             if current is not None:
-                await tx.retire(current.kid)
+                await tx.retire(current.kid, self.retirement_grace_seconds)
             record = await tx.insert(self.backend.name, generated)
         if current is not None:
             log.info("key retired", kid=current.kid, backend=current.backend)
         log.info("key created", kid=record.kid, backend=record.backend)
         return record
+
+    def _check_rotation_interval(self, current: KeyRecord) -> None:
+        age = (datetime.now(UTC) - current.created_at).total_seconds()
+        if age < self.min_rotation_interval_seconds:
+            raise FailedPrecondition(
+                f"the active key {current.kid} is {age:.0f} s old; keys rotate at most once every "
+                f"{self.min_rotation_interval_seconds:g} s (FISCAL_MIN_ROTATION_INTERVAL_SECONDS). "
+                "A compromised key is replaced at once by CompromiseKey", reason="ROTATION_TOO_SOON")
 
     async def ensure_active(self) -> KeyRecord:
         """At start: adopt the active key, or create one for this backend (once across replicas)."""
@@ -227,6 +197,36 @@ class KeyManager:
     async def rotate(self) -> KeyRecord:
         record = await self._replace_active(always=True)
         self._adopt(record)
+        return record
+
+    async def compromise(self, kid: str, reason: str) -> KeyRecord:
+        """Mark a key compromised: every receipt under it stops verifying, whatever its date; the key stays
+        published with its status. Compromising the active key first rotates to a new key (no grace: its
+        signatures are worthless anyway), and is not subject to any rotation limit."""
+        reason = reason.strip()
+        if not reason:
+            raise InvalidArgument("say why the key is compromised (reason)", field="reason")
+        if len(reason) > MAX_REASON_LENGTH or not reason.isprintable():
+            raise InvalidArgument(f"reason must be printable text of at most {MAX_REASON_LENGTH} characters",
+                                  field="reason")
+        if not kid or len(kid) > 100:
+            raise InvalidArgument("kid must be a key id as `fiscal keys list` shows it", field="kid")
+        replacement = None
+        async with self.repository.locked() as tx:
+            key = await tx.get(kid)
+            if key is None:
+                raise NotFound(f"no signing key {kid!r}", field="kid")
+            if key.status == COMPROMISED:
+                return key  # idempotent: the first reason and time stand
+            if key.status == ACTIVE:
+                generated = await self.backend.generate()
+                await tx.retire(key.kid, 0.0)
+                replacement = await tx.insert(self.backend.name, generated)
+            record = await tx.compromise(kid, reason)
+        log.warning("key compromised", kid=kid, backend=record.backend)
+        if replacement is not None:
+            log.info("key created", kid=replacement.kid, backend=replacement.backend)
+            self._adopt(replacement)
         return record
 
     async def refresh(self) -> None:

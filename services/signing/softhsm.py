@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from services.runtime.private_files import PRIVATE_UMASK, private_dir, write_private
+
 DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
 
@@ -20,15 +22,14 @@ def init_softhsm_token(directory: str | os.PathLike, label: str = "fiscal", pin:
         raise RuntimeError("SoftHSM2 is not installed (apt-get install -y softhsm2)")
     root = Path(directory).resolve()
     tokens = root / "tokens"
-    tokens.mkdir(parents=True, exist_ok=True)
-    conf = root / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
-                    "slots.removable = false\n")
+    private_dir(tokens)
+    conf = write_private(root / "softhsm2.conf", f"directories.tokendir = {tokens}\nobjectstore.backend = file\n"
+                         "log.level = ERROR\nslots.removable = false\n")
     env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
     listing = subprocess.run([util, "--show-slots"], env=env, capture_output=True, text=True, check=True)
     if f"Label:            {label}\n" not in listing.stdout and not _has_label(listing.stdout, label):
         subprocess.run([util, "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", so_pin],
-                       env=env, capture_output=True, text=True, check=True)
+                       env=env, capture_output=True, text=True, check=True, umask=PRIVATE_UMASK)
     return {
         "SOFTHSM2_CONF": str(conf),
         "FISCAL_SIGNING_BACKEND": "pkcs11",

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.signing.keys import ACTIVE, RETIRED, GeneratedKey, KeyRecord
+from services.signing.keys import ACTIVE, COMPROMISED, RETIRED, GeneratedKey, KeyRecord
 
 metadata = sa.MetaData(schema="signing")
 
@@ -25,6 +25,8 @@ keys = sa.Table(
     sa.Column("hsm_id", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("retired_at", sa.DateTime(timezone=True)),
+    sa.Column("compromised_at", sa.DateTime(timezone=True)),
+    sa.Column("compromise_reason", sa.Text),
 )
 
 # Every replica creating or rotating keys takes this transaction-scoped advisory lock first.
@@ -35,6 +37,7 @@ def _record(row) -> KeyRecord:
     return KeyRecord(
         kid=row.kid, backend=row.backend, status=row.status, x=row.x, y=row.y, created_at=row.created_at,
         retired_at=row.retired_at, private_pem=row.private_pem, hsm_label=row.hsm_label, hsm_id=row.hsm_id,
+        compromised_at=row.compromised_at, compromise_reason=row.compromise_reason,
     )
 
 
@@ -46,10 +49,24 @@ class _Transaction:
         row = (await self.connection.execute(sa.select(keys).where(keys.c.status == ACTIVE))).first()
         return _record(row) if row else None
 
-    async def retire(self, kid: str) -> None:
+    async def get(self, kid: str) -> KeyRecord | None:
+        row = (await self.connection.execute(sa.select(keys).where(keys.c.kid == kid))).first()
+        return _record(row) if row else None
+
+    async def retire(self, kid: str, grace_seconds: float) -> None:
+        # The database's clock, like created_at: one clock for every replica.
         await self.connection.execute(
             keys.update().where(keys.c.kid == kid, keys.c.status == ACTIVE)
-            .values(status=RETIRED, retired_at=sa.func.now()))
+            .values(status=RETIRED, retired_at=sa.func.now() + sa.func.make_interval(
+                0, 0, 0, 0, 0, 0, sa.cast(grace_seconds, sa.Float))))
+
+    async def compromise(self, kid: str, reason: str) -> KeyRecord:
+        row = (await self.connection.execute(
+            keys.update().where(keys.c.kid == kid)
+            .values(status=COMPROMISED, compromised_at=sa.func.now(), compromise_reason=reason,
+                    retired_at=sa.func.coalesce(keys.c.retired_at, sa.func.now()))
+            .returning(*keys.c))).one()
+        return _record(row)
 
     async def insert(self, backend: str, key: GeneratedKey) -> KeyRecord:
         row = (await self.connection.execute(

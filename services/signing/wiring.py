@@ -1,13 +1,16 @@
 """Assemble the signing service: settings, backend, database, key lifecycle, servicer.
 
 Environment:
-  FISCAL_PORT (7102), DATABASE_URL,
+  FISCAL_PORT (7102), DATABASE_URL, FISCAL_TLS_CERT / FISCAL_TLS_KEY / FISCAL_TLS_CA (mesh identity "signing"),
   FISCAL_SIGNING_BACKEND: software (default) | pkcs11
   FISCAL_SOFT_KEYSTORE_PASSPHRASE: required with software
   FISCAL_PKCS11_MODULE (/usr/lib/softhsm/libsofthsm2.so), FISCAL_PKCS11_TOKEN_LABEL (fiscal),
   FISCAL_PKCS11_PIN: required with pkcs11; FISCAL_PKCS11_MAX_BATCH (256): signatures per hop to the HSM thread
   FISCAL_HSM_PROBE_SECONDS (5): HSM check interval, drives gRPC health
   FISCAL_SIGNING_KEY_REFRESH_SECONDS (1): how often a replica re-reads the active key
+  FISCAL_AUTHORITY_ID (FC-DEV-0001): the only fiscal authority whose statements this service signs
+  FISCAL_STATEMENT_MAX_SKEW_SECONDS (300): how far a statement's sealed_at may be from this clock
+  FISCAL_MIN_ROTATION_INTERVAL_SECONDS (3600): RotateKey refused while the active key is younger
   FISCAL_SIGNING_MIGRATE (1): run the signing schema's migrations at start (advisory-locked)
 """
 
@@ -18,6 +21,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 import structlog
@@ -29,12 +33,24 @@ from services.runtime.server import Mounted, run_service
 from services.signing.backends import Pkcs11Backend, SoftwareBackend
 from services.signing.keys import ConfigurationError, KeyBackend, KeyManager
 from services.signing.servicer import SigningServicer
+from services.signing.statement import StatementRules
 from services.signing.store import KeyStore
 
 log = structlog.get_logger()
 
 DEFAULT_PORT = 7102
 DEFAULT_PKCS11_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+# Which mesh identities may call which method (services/runtime/mesh_tls.py): the ledger signs and
+# publishes keys; only an operator rotates keys or reads the HSM's state.
+ALLOWED_CALLERS = {
+    "/fiscal.v1.SigningService/Sign": {"ledger"},
+    "/fiscal.v1.SigningService/SignBatch": {"ledger"},
+    "/fiscal.v1.SigningService/ListPublicKeys": {"ledger", "operator"},
+    "/fiscal.v1.SigningService/RotateKey": {"operator"},
+    "/fiscal.v1.SigningService/CompromiseKey": {"operator"},
+    "/fiscal.v1.SigningService/GetHsmStatus": {"operator"},
+}
 
 
 @dataclass(frozen=True)
@@ -82,9 +98,13 @@ async def mount(server: grpc.aio.Server) -> AsyncIterator[Mounted]:
     log.info("signing backend ready", backend=backend.name)
     engine = create_engine(default_pool_size=4)
     try:
-        manager = KeyManager(KeyStore(engine), backend, refresh_seconds=settings.refresh_seconds)
+        manager = KeyManager(KeyStore(engine), backend, refresh_seconds=settings.refresh_seconds,
+                             retirement_grace_seconds=env_float("FISCAL_KEY_RETIREMENT_GRACE_SECONDS", 10.0),
+                             min_rotation_interval_seconds=env_float("FISCAL_MIN_ROTATION_INTERVAL_SECONDS", 3600.0))
         await manager.ensure_active()
-        signing_pb2_grpc.add_SigningServiceServicer_to_server(SigningServicer(manager), server)
+        signing_pb2_grpc.add_SigningServiceServicer_to_server(SigningServicer(manager, StatementRules(
+            authority_id=env_str("FISCAL_AUTHORITY_ID", "FC-DEV-0001"),
+            max_skew=timedelta(seconds=env_float("FISCAL_STATEMENT_MAX_SKEW_SECONDS", 300.0)))), server)
         yield Mounted(
             service_names=[signing_pb2.DESCRIPTOR.services_by_name["SigningService"].full_name],
             readiness_probe=manager.readiness,
@@ -97,4 +117,4 @@ async def mount(server: grpc.aio.Server) -> AsyncIterator[Mounted]:
 
 
 def main() -> None:
-    run_service("signing", DEFAULT_PORT, mount)
+    run_service("signing", DEFAULT_PORT, mount, ALLOWED_CALLERS)

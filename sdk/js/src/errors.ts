@@ -15,7 +15,8 @@ export const GrpcCode = {
 
 /**
  * What the offline queue does with a failed attempt:
- * - `retry`: the cloud could not be reached or could not answer (network, timeout, 5xx, 429, 408, ABORTED): keep the draft, back off.
+ * - `retry`: the cloud could not be reached or could not answer (network, timeout, 5xx, 429, 408, ABORTED,
+ *   499 CANCELLED: a server that was stopping dropped the call): keep the draft, back off.
  * - `auth`: 401/403: the terminal's key is wrong or revoked; drafts stay pending, the queue pauses (backs off) until fixed.
  * - `conflict`: 409 ALREADY_EXISTS: the server holds a different body under this client_invoice_id.
  * - `reject`: any other 4xx (bad input, 404, 413...): park the draft as rejected with the reason.
@@ -57,6 +58,9 @@ export function classifyFailure(e: ApiError): FailureAction {
   if (e.kind !== 'http') return 'retry';
   const s = e.status;
   if (s >= 500 || s === 429 || s === 408 || s === 425) return 'retry';
+  // 499 is how the gateway maps a gRPC CANCELLED: the server gave up on the call (it was shutting down),
+  // nothing about the sale was wrong. Parking the draft as rejected would lose a sale.
+  if (s === 499 || e.code === GrpcCode.CANCELLED) return 'retry';
   if (s === 401 || s === 403) return 'auth';
   if (s === 409) {
     // ABORTED (a concurrent attempt with the same key, a serialization failure) is transient.

@@ -22,32 +22,33 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66iscal/v1/counter.proto\x12\tfiscal.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x0f\x41llocateRequest\x12\x11\n\toutlet_id\x18\x01 \x01(\t\x12\x0e\n\x06series\x18\x02 \x01(\t\x12\x0e\n\x06holder\x18\x03 \x01(\t\"|\n\x05Lease\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x11\n\toutlet_id\x18\x02 \x01(\t\x12\x0e\n\x06series\x18\x03 \x01(\t\x12\x0e\n\x06number\x18\x04 \x01(\x03\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"!\n\rCommitRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"(\n\x0e\x43ommitResponse\x12\x16\n\x0elast_committed\x18\x01 \x01(\x03\"2\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x11\n\x0fReleaseResponse\"6\n\x11GetCounterRequest\x12\x11\n\toutlet_id\x18\x01 \x01(\t\x12\x0e\n\x06series\x18\x02 \x01(\t\"\xb6\x01\n\x0c\x43ounterState\x12\x11\n\toutlet_id\x18\x01 \x01(\t\x12\x0e\n\x06series\x18\x02 \x01(\t\x12\x16\n\x0elast_committed\x18\x03 \x01(\x03\x12\x15\n\ropen_lease_id\x18\x04 \x01(\t\x12\x19\n\x11open_lease_number\x18\x05 \x01(\x03\x12\x39\n\x15open_lease_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x90\x02\n\x0e\x43ounterService\x12\x38\n\x08\x41llocate\x12\x1a.fiscal.v1.AllocateRequest\x1a\x10.fiscal.v1.Lease\x12=\n\x06\x43ommit\x12\x18.fiscal.v1.CommitRequest\x1a\x19.fiscal.v1.CommitResponse\x12@\n\x07Release\x12\x19.fiscal.v1.ReleaseRequest\x1a\x1a.fiscal.v1.ReleaseResponse\x12\x43\n\nGetCounter\x12\x1c.fiscal.v1.GetCounterRequest\x1a\x17.fiscal.v1.CounterStateb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66iscal/v1/counter.proto\x12\tfiscal.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"l\n\x0f\x41llocateRequest\x12\x11\n\toutlet_id\x18\x01 \x01(\t\x12\x0e\n\x06series\x18\x02 \x01(\t\x12\x0e\n\x06holder\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x05\x12\x17\n\x0f\x63ommit_lease_id\x18\x05 \x01(\t\"\xb2\x01\n\x05Lease\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x11\n\toutlet_id\x18\x02 \x01(\t\x12\x0e\n\x06series\x18\x03 \x01(\t\x12\x0e\n\x06number\x18\x04 \x01(\x03\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03ttl\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04last\x18\x07 \x01(\x03\"!\n\rCommitRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"(\n\x0e\x43ommitResponse\x12\x16\n\x0elast_committed\x18\x01 \x01(\x03\"N\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1a\n\x12resync_from_ledger\x18\x03 \x01(\x08\"\x11\n\x0fReleaseResponse\"6\n\x11GetCounterRequest\x12\x11\n\toutlet_id\x18\x01 \x01(\t\x12\x0e\n\x06series\x18\x02 \x01(\t\"\xcf\x01\n\x0c\x43ounterState\x12\x11\n\toutlet_id\x18\x01 \x01(\t\x12\x0e\n\x06series\x18\x02 \x01(\t\x12\x16\n\x0elast_committed\x18\x03 \x01(\x03\x12\x15\n\ropen_lease_id\x18\x04 \x01(\t\x12\x19\n\x11open_lease_number\x18\x05 \x01(\x03\x12\x39\n\x15open_lease_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fopen_lease_last\x18\x07 \x01(\x03\x32\x90\x02\n\x0e\x43ounterService\x12\x38\n\x08\x41llocate\x12\x1a.fiscal.v1.AllocateRequest\x1a\x10.fiscal.v1.Lease\x12=\n\x06\x43ommit\x12\x18.fiscal.v1.CommitRequest\x1a\x19.fiscal.v1.CommitResponse\x12@\n\x07Release\x12\x19.fiscal.v1.ReleaseRequest\x1a\x1a.fiscal.v1.ReleaseResponse\x12\x43\n\nGetCounter\x12\x1c.fiscal.v1.GetCounterRequest\x1a\x17.fiscal.v1.CounterStateb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fiscal.v1.counter_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ALLOCATEREQUEST']._serialized_start=71
-  _globals['_ALLOCATEREQUEST']._serialized_end=139
-  _globals['_LEASE']._serialized_start=141
-  _globals['_LEASE']._serialized_end=265
-  _globals['_COMMITREQUEST']._serialized_start=267
-  _globals['_COMMITREQUEST']._serialized_end=300
-  _globals['_COMMITRESPONSE']._serialized_start=302
-  _globals['_COMMITRESPONSE']._serialized_end=342
-  _globals['_RELEASEREQUEST']._serialized_start=344
-  _globals['_RELEASEREQUEST']._serialized_end=394
-  _globals['_RELEASERESPONSE']._serialized_start=396
-  _globals['_RELEASERESPONSE']._serialized_end=413
-  _globals['_GETCOUNTERREQUEST']._serialized_start=415
-  _globals['_GETCOUNTERREQUEST']._serialized_end=469
-  _globals['_COUNTERSTATE']._serialized_start=472
-  _globals['_COUNTERSTATE']._serialized_end=654
-  _globals['_COUNTERSERVICE']._serialized_start=657
-  _globals['_COUNTERSERVICE']._serialized_end=929
+  _globals['_ALLOCATEREQUEST']._serialized_start=103
+  _globals['_ALLOCATEREQUEST']._serialized_end=211
+  _globals['_LEASE']._serialized_start=214
+  _globals['_LEASE']._serialized_end=392
+  _globals['_COMMITREQUEST']._serialized_start=394
+  _globals['_COMMITREQUEST']._serialized_end=427
+  _globals['_COMMITRESPONSE']._serialized_start=429
+  _globals['_COMMITRESPONSE']._serialized_end=469
+  _globals['_RELEASEREQUEST']._serialized_start=471
+  _globals['_RELEASEREQUEST']._serialized_end=549
+  _globals['_RELEASERESPONSE']._serialized_start=551
+  _globals['_RELEASERESPONSE']._serialized_end=568
+  _globals['_GETCOUNTERREQUEST']._serialized_start=570
+  _globals['_GETCOUNTERREQUEST']._serialized_end=624
+  _globals['_COUNTERSTATE']._serialized_start=627
+  _globals['_COUNTERSTATE']._serialized_end=834
+  _globals['_COUNTERSERVICE']._serialized_start=837
+  _globals['_COUNTERSERVICE']._serialized_end=1109
 # @@protoc_insertion_point(module_scope)

@@ -60,22 +60,24 @@ class CounterServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Allocate(self, request, context):
-        """Allocate the next number of (outlet, series). Waits (within the call's deadline) while another
-        lease on the same counter is open, because a second open number could leave a gap.
+        """Allocate the next number of (outlet, series), or the next `count` numbers as one range lease.
+        Waits (within the call's deadline) while another lease on the same counter is open, because a
+        second open lease could leave a gap.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Commit(self, request, context):
-        """The number was written to the ledger: the counter moves on.
+        """The lease's numbers (the whole range) were written to the ledger: the counter moves on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Release(self, request, context):
-        """The number was not used: the next Allocate hands it out again.
+        """The number was not used: the next Allocate hands it out again. With resync_from_ledger, the
+        counter first sets its last committed number to the ledger's chain head (it was ahead of it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

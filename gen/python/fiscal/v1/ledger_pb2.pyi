@@ -226,7 +226,7 @@ class ListKeysRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Jwk(_message.Message):
-    __slots__ = ("kid", "kty", "crv", "x", "y", "alg", "use", "status", "created_at", "retired_at")
+    __slots__ = ("kid", "kty", "crv", "x", "y", "alg", "use", "status", "created_at", "retired_at", "compromised_at", "compromise_reason")
     KID_FIELD_NUMBER: _ClassVar[int]
     KTY_FIELD_NUMBER: _ClassVar[int]
     CRV_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +237,8 @@ class Jwk(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     RETIRED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMPROMISED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMPROMISE_REASON_FIELD_NUMBER: _ClassVar[int]
     kid: str
     kty: str
     crv: str
@@ -247,7 +249,9 @@ class Jwk(_message.Message):
     status: str
     created_at: _timestamp_pb2.Timestamp
     retired_at: _timestamp_pb2.Timestamp
-    def __init__(self, kid: _Optional[str] = ..., kty: _Optional[str] = ..., crv: _Optional[str] = ..., x: _Optional[str] = ..., y: _Optional[str] = ..., alg: _Optional[str] = ..., use: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    compromised_at: _timestamp_pb2.Timestamp
+    compromise_reason: str
+    def __init__(self, kid: _Optional[str] = ..., kty: _Optional[str] = ..., crv: _Optional[str] = ..., x: _Optional[str] = ..., y: _Optional[str] = ..., alg: _Optional[str] = ..., use: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., compromised_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., compromise_reason: _Optional[str] = ...) -> None: ...
 
 class KeySet(_message.Message):
     __slots__ = ("keys", "fiscal_authority_id")
@@ -282,7 +286,7 @@ class VerifyReceiptRequest(_message.Message):
     def __init__(self, v: _Optional[int] = ..., fn: _Optional[str] = ..., fa: _Optional[str] = ..., ts: _Optional[str] = ..., tt: _Optional[str] = ..., cur: _Optional[str] = ..., d: _Optional[str] = ..., ac: _Optional[str] = ..., kid: _Optional[str] = ..., sg: _Optional[str] = ...) -> None: ...
 
 class VerifyReceiptResponse(_message.Message):
-    __slots__ = ("valid", "reason", "fiscal_number", "fiscal_authority_id", "sealed_at", "total", "currency", "auth_code", "key_id", "registered", "outlet_name", "taxpayer_id")
+    __slots__ = ("valid", "reason", "fiscal_number", "fiscal_authority_id", "sealed_at", "total", "currency", "auth_code", "key_id", "registered", "outlet_name", "taxpayer_id", "key_status")
     VALID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     FISCAL_NUMBER_FIELD_NUMBER: _ClassVar[int]
@@ -295,6 +299,7 @@ class VerifyReceiptResponse(_message.Message):
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     OUTLET_NAME_FIELD_NUMBER: _ClassVar[int]
     TAXPAYER_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_STATUS_FIELD_NUMBER: _ClassVar[int]
     valid: bool
     reason: str
     fiscal_number: str
@@ -307,7 +312,8 @@ class VerifyReceiptResponse(_message.Message):
     registered: bool
     outlet_name: str
     taxpayer_id: str
-    def __init__(self, valid: _Optional[bool] = ..., reason: _Optional[str] = ..., fiscal_number: _Optional[str] = ..., fiscal_authority_id: _Optional[str] = ..., sealed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., total: _Optional[str] = ..., currency: _Optional[str] = ..., auth_code: _Optional[str] = ..., key_id: _Optional[str] = ..., registered: _Optional[bool] = ..., outlet_name: _Optional[str] = ..., taxpayer_id: _Optional[str] = ...) -> None: ...
+    key_status: str
+    def __init__(self, valid: _Optional[bool] = ..., reason: _Optional[str] = ..., fiscal_number: _Optional[str] = ..., fiscal_authority_id: _Optional[str] = ..., sealed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., total: _Optional[str] = ..., currency: _Optional[str] = ..., auth_code: _Optional[str] = ..., key_id: _Optional[str] = ..., registered: _Optional[bool] = ..., outlet_name: _Optional[str] = ..., taxpayer_id: _Optional[str] = ..., key_status: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("pos_terminal_id", "outlet_id", "cashier_id", "draft_count", "oldest_draft_age_seconds", "rejected_count", "sdk_version", "state")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66iscal/v1/signing.proto\x12\tfiscal.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1d\n\x0bSignRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x0c\"D\n\x0cSignResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\"\x17\n\x15ListPublicKeysRequest\"<\n\x16ListPublicKeysResponse\x12\"\n\x04keys\x18\x01 \x03(\x0b\x32\x14.fiscal.v1.PublicKey\"\x12\n\x10RotateKeyRequest\"\xe3\x01\n\tPublicKey\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x0b\n\x03kty\x18\x02 \x01(\t\x12\x0b\n\x03\x63rv\x18\x03 \x01(\t\x12\t\n\x01x\x18\x04 \x01(\t\x12\t\n\x01y\x18\x05 \x01(\t\x12\x0b\n\x03\x61lg\x18\x06 \x01(\t\x12\x0b\n\x03use\x18\x07 \x01(\t\x12\x0e\n\x06status\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nretired_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x62\x61\x63kend\x18\x0b \x01(\t\"\x15\n\x13GetHsmStatusRequest\"\xcf\x01\n\tHsmStatus\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x15\n\rmodule_loaded\x18\x02 \x01(\x08\x12\x15\n\rtoken_present\x18\x03 \x01(\x08\x12\x11\n\tlogged_in\x18\x04 \x01(\x08\x12\x19\n\x11test_signature_ok\x18\x05 \x01(\x08\x12\x15\n\ractive_key_id\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12.\n\nchecked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xa6\x02\n\x0eSigningService\x12\x37\n\x04Sign\x12\x16.fiscal.v1.SignRequest\x1a\x17.fiscal.v1.SignResponse\x12U\n\x0eListPublicKeys\x12 .fiscal.v1.ListPublicKeysRequest\x1a!.fiscal.v1.ListPublicKeysResponse\x12>\n\tRotateKey\x12\x1b.fiscal.v1.RotateKeyRequest\x1a\x14.fiscal.v1.PublicKey\x12\x44\n\x0cGetHsmStatus\x12\x1e.fiscal.v1.GetHsmStatusRequest\x1a\x14.fiscal.v1.HsmStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66iscal/v1/signing.proto\x12\tfiscal.v1\x1a\x1fgoogle/protobuf/timestamp.proto\".\n\x0bSignRequest\x12\x11\n\tstatement\x18\x02 \x01(\tJ\x04\x08\x01\x10\x02R\x06\x64igest\"&\n\x10SignBatchRequest\x12\x12\n\nstatements\x18\x01 \x03(\t\"@\n\x11SignBatchResponse\x12+\n\nsignatures\x18\x01 \x03(\x0b\x32\x17.fiscal.v1.SignResponse\"D\n\x0cSignResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\"\x17\n\x15ListPublicKeysRequest\"<\n\x16ListPublicKeysResponse\x12\"\n\x04keys\x18\x01 \x03(\x0b\x32\x14.fiscal.v1.PublicKey\"\x12\n\x10RotateKeyRequest\"3\n\x14\x43ompromiseKeyRequest\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xb2\x02\n\tPublicKey\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x0b\n\x03kty\x18\x02 \x01(\t\x12\x0b\n\x03\x63rv\x18\x03 \x01(\t\x12\t\n\x01x\x18\x04 \x01(\t\x12\t\n\x01y\x18\x05 \x01(\t\x12\x0b\n\x03\x61lg\x18\x06 \x01(\t\x12\x0b\n\x03use\x18\x07 \x01(\t\x12\x0e\n\x06status\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nretired_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x62\x61\x63kend\x18\x0b \x01(\t\x12\x32\n\x0e\x63ompromised_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63ompromise_reason\x18\r \x01(\t\"\x15\n\x13GetHsmStatusRequest\"\xcf\x01\n\tHsmStatus\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x15\n\rmodule_loaded\x18\x02 \x01(\x08\x12\x15\n\rtoken_present\x18\x03 \x01(\x08\x12\x11\n\tlogged_in\x18\x04 \x01(\x08\x12\x19\n\x11test_signature_ok\x18\x05 \x01(\x08\x12\x15\n\ractive_key_id\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12.\n\nchecked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xb6\x03\n\x0eSigningService\x12\x37\n\x04Sign\x12\x16.fiscal.v1.SignRequest\x1a\x17.fiscal.v1.SignResponse\x12\x46\n\tSignBatch\x12\x1b.fiscal.v1.SignBatchRequest\x1a\x1c.fiscal.v1.SignBatchResponse\x12U\n\x0eListPublicKeys\x12 .fiscal.v1.ListPublicKeysRequest\x1a!.fiscal.v1.ListPublicKeysResponse\x12>\n\tRotateKey\x12\x1b.fiscal.v1.RotateKeyRequest\x1a\x14.fiscal.v1.PublicKey\x12\x46\n\rCompromiseKey\x12\x1f.fiscal.v1.CompromiseKeyRequest\x1a\x14.fiscal.v1.PublicKey\x12\x44\n\x0cGetHsmStatus\x12\x1e.fiscal.v1.GetHsmStatusRequest\x1a\x14.fiscal.v1.HsmStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fiscal.v1.signing_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SIGNREQUEST']._serialized_start=71
-  _globals['_SIGNREQUEST']._serialized_end=100
-  _globals['_SIGNRESPONSE']._serialized_start=102
-  _globals['_SIGNRESPONSE']._serialized_end=170
-  _globals['_LISTPUBLICKEYSREQUEST']._serialized_start=172
-  _globals['_LISTPUBLICKEYSREQUEST']._serialized_end=195
-  _globals['_LISTPUBLICKEYSRESPONSE']._serialized_start=197
-  _globals['_LISTPUBLICKEYSRESPONSE']._serialized_end=257
-  _globals['_ROTATEKEYREQUEST']._serialized_start=259
-  _globals['_ROTATEKEYREQUEST']._serialized_end=277
-  _globals['_PUBLICKEY']._serialized_start=280
-  _globals['_PUBLICKEY']._serialized_end=507
-  _globals['_GETHSMSTATUSREQUEST']._serialized_start=509
-  _globals['_GETHSMSTATUSREQUEST']._serialized_end=530
-  _globals['_HSMSTATUS']._serialized_start=533
-  _globals['_HSMSTATUS']._serialized_end=740
-  _globals['_SIGNINGSERVICE']._serialized_start=743
-  _globals['_SIGNINGSERVICE']._serialized_end=1037
+  _globals['_SIGNREQUEST']._serialized_end=117
+  _globals['_SIGNBATCHREQUEST']._serialized_start=119
+  _globals['_SIGNBATCHREQUEST']._serialized_end=157
+  _globals['_SIGNBATCHRESPONSE']._serialized_start=159
+  _globals['_SIGNBATCHRESPONSE']._serialized_end=223
+  _globals['_SIGNRESPONSE']._serialized_start=225
+  _globals['_SIGNRESPONSE']._serialized_end=293
+  _globals['_LISTPUBLICKEYSREQUEST']._serialized_start=295
+  _globals['_LISTPUBLICKEYSREQUEST']._serialized_end=318
+  _globals['_LISTPUBLICKEYSRESPONSE']._serialized_start=320
+  _globals['_LISTPUBLICKEYSRESPONSE']._serialized_end=380
+  _globals['_ROTATEKEYREQUEST']._serialized_start=382
+  _globals['_ROTATEKEYREQUEST']._serialized_end=400
+  _globals['_COMPROMISEKEYREQUEST']._serialized_start=402
+  _globals['_COMPROMISEKEYREQUEST']._serialized_end=453
+  _globals['_PUBLICKEY']._serialized_start=456
+  _globals['_PUBLICKEY']._serialized_end=762
+  _globals['_GETHSMSTATUSREQUEST']._serialized_start=764
+  _globals['_GETHSMSTATUSREQUEST']._serialized_end=785
+  _globals['_HSMSTATUS']._serialized_start=788
+  _globals['_HSMSTATUS']._serialized_end=995
+  _globals['_SIGNINGSERVICE']._serialized_start=998
+  _globals['_SIGNINGSERVICE']._serialized_end=1436
 # @@protoc_insertion_point(module_scope)

@@ -10,10 +10,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SignRequest(_message.Message):
-    __slots__ = ("digest",)
-    DIGEST_FIELD_NUMBER: _ClassVar[int]
-    digest: bytes
-    def __init__(self, digest: _Optional[bytes] = ...) -> None: ...
+    __slots__ = ("statement",)
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    statement: str
+    def __init__(self, statement: _Optional[str] = ...) -> None: ...
+
+class SignBatchRequest(_message.Message):
+    __slots__ = ("statements",)
+    STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    statements: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, statements: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SignBatchResponse(_message.Message):
+    __slots__ = ("signatures",)
+    SIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    signatures: _containers.RepeatedCompositeFieldContainer[SignResponse]
+    def __init__(self, signatures: _Optional[_Iterable[_Union[SignResponse, _Mapping]]] = ...) -> None: ...
 
 class SignResponse(_message.Message):
     __slots__ = ("signature", "key_id", "algorithm")
@@ -39,8 +51,16 @@ class RotateKeyRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class CompromiseKeyRequest(_message.Message):
+    __slots__ = ("kid", "reason")
+    KID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    kid: str
+    reason: str
+    def __init__(self, kid: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class PublicKey(_message.Message):
-    __slots__ = ("kid", "kty", "crv", "x", "y", "alg", "use", "status", "created_at", "retired_at", "backend")
+    __slots__ = ("kid", "kty", "crv", "x", "y", "alg", "use", "status", "created_at", "retired_at", "backend", "compromised_at", "compromise_reason")
     KID_FIELD_NUMBER: _ClassVar[int]
     KTY_FIELD_NUMBER: _ClassVar[int]
     CRV_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +72,8 @@ class PublicKey(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     RETIRED_AT_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    COMPROMISED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMPROMISE_REASON_FIELD_NUMBER: _ClassVar[int]
     kid: str
     kty: str
     crv: str
@@ -63,7 +85,9 @@ class PublicKey(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     retired_at: _timestamp_pb2.Timestamp
     backend: str
-    def __init__(self, kid: _Optional[str] = ..., kty: _Optional[str] = ..., crv: _Optional[str] = ..., x: _Optional[str] = ..., y: _Optional[str] = ..., alg: _Optional[str] = ..., use: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backend: _Optional[str] = ...) -> None: ...
+    compromised_at: _timestamp_pb2.Timestamp
+    compromise_reason: str
+    def __init__(self, kid: _Optional[str] = ..., kty: _Optional[str] = ..., crv: _Optional[str] = ..., x: _Optional[str] = ..., y: _Optional[str] = ..., alg: _Optional[str] = ..., use: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backend: _Optional[str] = ..., compromised_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., compromise_reason: _Optional[str] = ...) -> None: ...
 
 class GetHsmStatusRequest(_message.Message):
     __slots__ = ()

@@ -39,6 +39,11 @@ class SigningServiceStub:
                 request_serializer=fiscal_dot_v1_dot_signing__pb2.SignRequest.SerializeToString,
                 response_deserializer=fiscal_dot_v1_dot_signing__pb2.SignResponse.FromString,
                 _registered_method=True)
+        self.SignBatch = channel.unary_unary(
+                '/fiscal.v1.SigningService/SignBatch',
+                request_serializer=fiscal_dot_v1_dot_signing__pb2.SignBatchRequest.SerializeToString,
+                response_deserializer=fiscal_dot_v1_dot_signing__pb2.SignBatchResponse.FromString,
+                _registered_method=True)
         self.ListPublicKeys = channel.unary_unary(
                 '/fiscal.v1.SigningService/ListPublicKeys',
                 request_serializer=fiscal_dot_v1_dot_signing__pb2.ListPublicKeysRequest.SerializeToString,
@@ -47,6 +52,11 @@ class SigningServiceStub:
         self.RotateKey = channel.unary_unary(
                 '/fiscal.v1.SigningService/RotateKey',
                 request_serializer=fiscal_dot_v1_dot_signing__pb2.RotateKeyRequest.SerializeToString,
+                response_deserializer=fiscal_dot_v1_dot_signing__pb2.PublicKey.FromString,
+                _registered_method=True)
+        self.CompromiseKey = channel.unary_unary(
+                '/fiscal.v1.SigningService/CompromiseKey',
+                request_serializer=fiscal_dot_v1_dot_signing__pb2.CompromiseKeyRequest.SerializeToString,
                 response_deserializer=fiscal_dot_v1_dot_signing__pb2.PublicKey.FromString,
                 _registered_method=True)
         self.GetHsmStatus = channel.unary_unary(
@@ -60,7 +70,15 @@ class SigningServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Sign(self, request, context):
-        """Sign a SHA-256 digest with the active key.
+        """Sign a receipt statement with the active key, after checking it is one (see SignRequest).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignBatch(self, request, context):
+        """Sign several statements in one call (at most 256): all are checked first; one that does not check
+        refuses the whole batch (INVALID_ARGUMENT naming its index) and nothing is signed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -75,6 +93,14 @@ class SigningServiceServicer:
 
     def RotateKey(self, request, context):
         """Make a new key the active one; the previous key is retired but still published.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompromiseKey(self, request, context):
+        """Mark a key compromised: no receipt under it verifies any more. Compromising the active key first
+        rotates to a new one. The key stays published with its status. Idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,6 +121,11 @@ def add_SigningServiceServicer_to_server(servicer, server):
                     request_deserializer=fiscal_dot_v1_dot_signing__pb2.SignRequest.FromString,
                     response_serializer=fiscal_dot_v1_dot_signing__pb2.SignResponse.SerializeToString,
             ),
+            'SignBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignBatch,
+                    request_deserializer=fiscal_dot_v1_dot_signing__pb2.SignBatchRequest.FromString,
+                    response_serializer=fiscal_dot_v1_dot_signing__pb2.SignBatchResponse.SerializeToString,
+            ),
             'ListPublicKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPublicKeys,
                     request_deserializer=fiscal_dot_v1_dot_signing__pb2.ListPublicKeysRequest.FromString,
@@ -103,6 +134,11 @@ def add_SigningServiceServicer_to_server(servicer, server):
             'RotateKey': grpc.unary_unary_rpc_method_handler(
                     servicer.RotateKey,
                     request_deserializer=fiscal_dot_v1_dot_signing__pb2.RotateKeyRequest.FromString,
+                    response_serializer=fiscal_dot_v1_dot_signing__pb2.PublicKey.SerializeToString,
+            ),
+            'CompromiseKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompromiseKey,
+                    request_deserializer=fiscal_dot_v1_dot_signing__pb2.CompromiseKeyRequest.FromString,
                     response_serializer=fiscal_dot_v1_dot_signing__pb2.PublicKey.SerializeToString,
             ),
             'GetHsmStatus': grpc.unary_unary_rpc_method_handler(
@@ -138,6 +174,33 @@ class SigningService:
             '/fiscal.v1.SigningService/Sign',
             fiscal_dot_v1_dot_signing__pb2.SignRequest.SerializeToString,
             fiscal_dot_v1_dot_signing__pb2.SignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fiscal.v1.SigningService/SignBatch',
+            fiscal_dot_v1_dot_signing__pb2.SignBatchRequest.SerializeToString,
+            fiscal_dot_v1_dot_signing__pb2.SignBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -191,6 +254,33 @@ class SigningService:
             target,
             '/fiscal.v1.SigningService/RotateKey',
             fiscal_dot_v1_dot_signing__pb2.RotateKeyRequest.SerializeToString,
+            fiscal_dot_v1_dot_signing__pb2.PublicKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompromiseKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fiscal.v1.SigningService/CompromiseKey',
+            fiscal_dot_v1_dot_signing__pb2.CompromiseKeyRequest.SerializeToString,
             fiscal_dot_v1_dot_signing__pb2.PublicKey.FromString,
             options,
             channel_credentials,

@@ -125,24 +125,45 @@ export async function releaseStack() {
 
 /**
  * A fresh merchant (its own outlets, terminals, cashiers and keys) so that each test's numbering starts at 1:
- * `fiscal merchant create` against the stack's database. Falls back to the demo merchant when the
- * command is not available (then numbering checks are relative).
+ * `fiscal merchant create` against the stack's database (`taxGroups`: `[{code, label, rate}]` instead of the
+ * default four).
  */
-export async function createMerchant(stack, { outlets = 1, terminals = 2, cashiers = 2, name = 'SDK QA', currency = 'KES' } = {}) {
-  const bin = fiscalBin();
+export async function createMerchant(stack, { outlets = 1, terminals = 2, cashiers = 2, name = 'SDK QA', currency = 'KES', taxGroups } = {}) {
   const prefix = `Q${Math.random().toString(36).slice(2, 7).toUpperCase().replace(/[^A-Z0-9]/g, 'X')}`;
   const args = ['merchant', 'create', '--data-dir', stack.dataDir, '--name', `${name} ${prefix}`, '--code-prefix', prefix,
     '--outlets', String(outlets), '--terminals', String(terminals), '--cashiers', String(cashiers), '--currency', currency,
-    '--gateway', stack.gatewayUrl];
-  const stdout = await new Promise((resolve, reject) => {
+    '--gateway', stack.gatewayUrl, ...(taxGroups ?? []).flatMap((g) => ['--tax-group', taxGroupOption(g)])];
+  const stdout = await runFiscal(args);
+  const m = JSON.parse(stdout.slice(stdout.indexOf('{')));
+  m.gateway_url = stack.gatewayUrl;
+  return m;
+}
+
+/** `fiscal <args>` (FISCAL_BIN) against the stack's data dir; resolves with its stdout. */
+function runFiscal(args) {
+  const bin = fiscalBin();
+  return new Promise((resolve, reject) => {
     execFile(bin, args, { maxBuffer: 16 << 20, timeout: 120000 }, (err, out, errOut) => {
       if (err) reject(new Error(`fiscal ${args.join(' ')} failed: ${err.message}\n${errOut}`));
       else resolve(out);
     });
   });
-  const m = JSON.parse(stdout.slice(stdout.indexOf('{')));
-  m.gateway_url = stack.gatewayUrl;
-  return m;
+}
+
+/** `{code, label, rate}` (rate '' or null = exempt) as the CLI's CODE:RATE:LABEL. */
+function taxGroupOption(g) {
+  return `${g.code}:${g.rate === '' || g.rate == null ? 'exempt' : g.rate}:${g.label}`;
+}
+
+/**
+ * Adds (or updates) tax groups (`[{code, label, rate}]`, rate '' = exempt) of a merchant made by createMerchant,
+ * with `fiscal tax-group set`. Returns the merchant with `tax_groups` = all of its groups, as the ledger has them.
+ */
+export async function addTaxGroups(stack, merchant, groups) {
+  const args = ['tax-group', 'set', '--data-dir', stack.dataDir, '--merchant-id', merchant.merchant.id,
+    ...groups.flatMap((g) => ['--tax-group', taxGroupOption(g)])];
+  merchant.tax_groups = JSON.parse(await runFiscal(args));
+  return merchant;
 }
 
 /** Every invoice of an outlet (admin key), following the pages. */

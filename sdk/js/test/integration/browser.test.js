@@ -3,7 +3,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import { chromium } from 'playwright-core';
+import jsQR from 'jsqr';
 import { getStack, releaseStack, createMerchant, ledgerInvoices, gaplessProblems } from '../helpers/stack.js';
 import { ChaosProxy } from '../helpers/proxy.js';
 import { startStaticServer } from '../helpers/static-server.js';
@@ -15,36 +17,19 @@ let stack;
 let proxy;
 let web;
 let browser;
-/** The gateway URL the page's SDK uses. */
+/** The gateway URL the page's SDK uses (another origin than the page's). */
 let pageGateway;
-let crossOrigin;
-
-/** Does the gateway answer a cross-origin REST call with Access-Control-Allow-Origin? */
-async function gatewayCorsWorks(gatewayUrl) {
-  const r = await fetch(`${gatewayUrl}/v1/keys`, { headers: { Origin: 'http://127.0.0.1:1' } });
-  await r.text();
-  return r.headers.has('access-control-allow-origin');
-}
 
 before(async () => {
-  stack = await getStack();
-  crossOrigin = process.env.FISCAL_BROWSER_SAME_ORIGIN !== '1' && (await gatewayCorsWorks(stack.gatewayUrl));
-  if (crossOrigin) {
-    // page (static server) --> SDK --> chaos proxy --> Envoy: the real cross-origin path with CORS.
-    const u = new URL(stack.gatewayUrl);
-    proxy = await new ChaosProxy({ upstreamHost: u.hostname, upstreamPort: Number(u.port) }).start();
-    web = await startStaticServer();
-    pageGateway = proxy.url;
-  } else {
-    // The gateway does not send Access-Control-Allow-Origin on REST answers: serve the page from the
-    // gateway's side instead. Browser --> chaos proxy --> static server (page + /v1 forwarded to Envoy).
-    process.stderr.write('# browser: the gateway answers REST calls without Access-Control-Allow-Origin; testing from the same origin\n');
-    web = await startStaticServer({ upstream: stack.gatewayUrl });
-    const u = new URL(web.url);
-    proxy = await new ChaosProxy({ upstreamHost: u.hostname, upstreamPort: Number(u.port) }).start();
-    pageGateway = proxy.url;
-  }
+  // No Chromium is a failure of this suite, never a skip.
   if (!fs.existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)`);
+  stack = await getStack();
+  // page (static server) --> SDK --> chaos proxy --> Envoy: the real cross-origin path, which works only
+  // because the gateway answers with CORS headers. There is no same-origin fallback: without CORS this fails.
+  const u = new URL(stack.gatewayUrl);
+  proxy = await new ChaosProxy({ upstreamHost: u.hostname, upstreamPort: Number(u.port) }).start();
+  web = await startStaticServer();
+  pageGateway = proxy.url;
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
 });
 after(async () => {
@@ -52,6 +37,90 @@ after(async () => {
   await web?.stop();
   await proxy?.stop();
   await releaseStack();
+});
+
+/**
+ * Forwards HTTP to `upstream` with every Access-Control-* header removed from the answers: a gateway
+ * without CORS, to show that the browser in this test really enforces it.
+ */
+async function startCorsStrippingProxy(upstream) {
+  const u = new URL(upstream);
+  const server = http.createServer((req, res) => {
+    const fwd = http.request({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers: { ...req.headers, host: u.host } }, (up) => {
+      const headers = Object.fromEntries(Object.entries(up.headers).filter(([k]) => !k.startsWith('access-control-')));
+      res.writeHead(up.statusCode, headers);
+      up.pipe(res);
+    });
+    fwd.on('error', () => res.destroy());
+    req.pipe(fwd);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    stop: () => new Promise((r) => {
+      server.closeAllConnections?.();
+      server.close(() => r());
+    }),
+  };
+}
+
+test('browser: cross-origin calls work only with CORS; the 58 mm HTML QR decodes to the real URL', async () => {
+  const m = await createMerchant(stack, { outlets: 1, terminals: 1 });
+  const o = m.outlets[0];
+  const noCors = await startCorsStrippingProxy(stack.gatewayUrl);
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    await page.goto(`${web.url}/`);
+    await page.waitForFunction(() => window.fiscalReady === true, null, { timeout: 15000 });
+    assert.notEqual(new URL(web.url).origin, new URL(pageGateway).origin, 'the page and the gateway are different origins');
+    const sale = (gatewayUrl, id) => ({
+      gatewayUrl, apiKey: m.pos_keys[o.id],
+      body: { outlet_id: o.id, client_invoice_id: id, pos_terminal_id: m.terminals[o.id][0], cashier_id: m.cashiers[o.id][0], currency: o.currency,
+        lines: [{ description: 'Mandazi', quantity: '3', unit_price: '10.00', tax_group: 'A' }] },
+    });
+    // A POST with Authorization and a JSON body needs a CORS preflight, then CORS headers on the answer.
+    const seal = (x) => page.evaluate(async ({ gatewayUrl, apiKey, body }) => {
+      try {
+        const api = new window.fiscal.FiscalApi({ gatewayUrl, apiKey, timeoutMs: 5000 });
+        const inv = await api.sealInvoice(body);
+        return { ok: true, fn: inv.fiscal.fiscal_number, inv };
+      } catch (e) {
+        return { ok: false, error: `${e.name}: ${e.message}` };
+      }
+    }, x);
+    const withCors = await seal(sale(pageGateway, 'cors-1'));
+    assert.equal(withCors.ok, true, `cross-origin seal through the gateway: ${withCors.error}`);
+    const without = await seal(sale(noCors.url, 'cors-2'));
+    assert.equal(without.ok, false, 'without CORS headers the browser must refuse the cross-origin call');
+    const ledger = await ledgerInvoices(stack.gatewayUrl, m.admin_key, { outlet_id: o.id });
+    assert.ok(ledger.some((i) => i.client_invoice_id === 'cors-1' && i.fiscal.fiscal_number === withCors.fn));
+
+    // The 58 mm HTML receipt of that real invoice, as Chromium draws its QR: pixels decode to fiscal.qr_code.
+    const shot = await page.evaluate(async (inv) => {
+      document.getElementById('receipt').innerHTML = window.fiscal.renderReceiptHtml(inv, { document: false, width: 58 });
+      const svg = document.querySelector('#receipt svg');
+      const img = new Image();
+      img.src = `data:image/svg+xml;base64,${btoa(new XMLSerializer().serializeToString(svg))}`;
+      await img.decode();
+      const canvas = document.createElement('canvas');
+      canvas.width = img.naturalWidth;
+      canvas.height = img.naturalHeight;
+      const g = canvas.getContext('2d');
+      g.drawImage(img, 0, 0);
+      const { data } = g.getImageData(0, 0, canvas.width, canvas.height);
+      let bin = '';
+      for (let i = 0; i < data.length; i += 0x8000) bin += String.fromCharCode(...data.subarray(i, i + 0x8000));
+      return { width: canvas.width, height: canvas.height, rgba: btoa(bin) };
+    }, withCors.inv);
+    const decoded = jsQR(new Uint8ClampedArray(Buffer.from(shot.rgba, 'base64')), shot.width, shot.height);
+    assert.equal(decoded?.data, withCors.inv.fiscal.qr_code, '58 mm HTML QR, drawn by Chromium, decodes to the real URL');
+    const v = await fetch(decoded.data).then((r) => r.json());
+    assert.equal(v.valid, true, v.reason);
+  } finally {
+    await context.close();
+    await noCors.stop();
+  }
 });
 
 test('browser: drafts survive a page reload in IndexedDB, then seal through the gateway', async () => {
@@ -66,8 +135,7 @@ test('browser: drafts survive a page reload in IndexedDB, then seal through the 
   const logs = [];
   page.on('console', (msg) => logs.push(msg.text()));
   page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
-  const pageUrl = `${crossOrigin ? web.url : proxy.url}/`;
-  await page.goto(pageUrl);
+  await page.goto(`${web.url}/`);
   await page.waitForFunction(() => window.fiscalReady === true, null, { timeout: 15000 });
 
   // Offline: five sales become drafts in IndexedDB. The page is then reloaded without closing anything.
@@ -87,9 +155,7 @@ test('browser: drafts survive a page reload in IndexedDB, then seal through the 
   assert.equal(first.total, '81.00');
   assert.match(await page.textContent('#receipt'), /NOT A FISCAL RECEIPT/);
 
-  // Same origin: the page itself comes through the proxy, so reload it with the network back but the
-  // terminal not started; the queue must come from IndexedDB either way.
-  if (!crossOrigin) await proxy.setMode('pass');
+  // Reload the page with the gateway still unreachable: the queue must come from IndexedDB.
   await page.reload();
   await page.waitForFunction(() => window.fiscalReady === true, null, { timeout: 15000 });
   const reloaded = await page.evaluate(async (cfg) => {

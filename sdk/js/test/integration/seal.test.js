@@ -1,7 +1,7 @@
 // Seals through the real Envoy and mesh; receipts carry the five security elements; the QR verifies.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { PosTerminal, FiscalApi, ApiError, renderReceiptText, renderReceiptEscPos, renderReceiptHtml, computeTotals, NOT_FISCAL } from '../../dist/node.js';
+import { PosTerminal, FiscalApi, ApiError, renderReceiptText, renderReceiptEscPos, renderReceiptHtml, qrMatrix, NOT_FISCAL } from '../../dist/node.js';
 import { getStack, releaseStack, createMerchant, ledgerInvoices } from '../helpers/stack.js';
 import { decodeTextReceiptQr, decodeEscPosQr } from '../helpers/qr-decode.js';
 
@@ -51,8 +51,12 @@ test('seal through the gateway: five elements on every receipt, the QR verifies'
     const cols = width === 58 ? 32 : 48;
     for (const l of text.split('\n')) assert.ok([...l].length <= cols, `too wide: ${l}`);
     const qrFromText = decodeTextReceiptQr(text);
-    if (width === 80) assert.equal(qrFromText, f.qr_code, 'the 80 mm text QR decodes to the verification URL');
-    else if (qrFromText === undefined) assert.ok(text.replace(/\n/g, '').includes(f.qr_code), '58 mm text prints the verification URL when the QR does not fit 32 columns');
+    // 32 columns hold a QR of at most 62 modules (ECC L, 1-module quiet zone); a longer URL is printed instead.
+    if (width === 80 || qrMatrix(f.qr_code, 'L').size + 2 <= 2 * cols) assert.equal(qrFromText, f.qr_code, `the ${width} mm text QR decodes to the verification URL`);
+    else {
+      assert.equal(qrFromText, undefined, 'no half-drawn QR');
+      assert.ok(text.replace(/\n/g, '').includes(f.qr_code), '58 mm text prints the verification URL when the QR does not fit 32 columns');
+    }
     const bytes = renderReceiptEscPos(d, { width, header });
     const qr = decodeEscPosQr(bytes);
     assert.equal(qr, f.qr_code, `${width} mm ESC/POS QR decodes`);
@@ -73,32 +77,7 @@ test('seal through the gateway: five elements on every receipt, the QR verifies'
   assert.equal(bad.valid, false);
 });
 
-test('provisional totals equal the server totals for random sales (rounding per tax group)', async () => {
-  let seed = 42;
-  const rnd = (n) => {
-    seed = (seed * 1103515245 + 12345) % 2147483648;
-    return seed % n;
-  };
-  const codes = m.tax_groups.map((g) => g.code);
-  const sales = [];
-  for (let i = 0; i < 25; i++) {
-    const lines = [];
-    for (let j = 0; j < 1 + rnd(5); j++) {
-      const q = rnd(3) === 0 ? `${rnd(5)}.${String(rnd(1000)).padStart(3, '0')}`.replace(/^0\.000$/, '1') : String(1 + rnd(4));
-      lines.push({ description: `item ${j}`, quantity: q === '0.000' ? '1' : q, unit_price: `${rnd(5000)}.${String(rnd(100)).padStart(2, '0')}`, tax_group: codes[rnd(codes.length)] });
-    }
-    sales.push({ lines: lines.map((l) => (Number(l.quantity) > 0 ? l : { ...l, quantity: '1' })) });
-  }
-  for (const s of sales) {
-    const d = await t.sell(s);
-    assert.equal(d.state, 'sealed', d.last_error);
-    assert.equal(d.invoice.total, d.provisional.total);
-    assert.equal(d.invoice.total_tax, d.provisional.total_tax);
-    assert.equal(d.invoice.total_taxable, d.provisional.total_taxable);
-    assert.deepEqual(d.invoice.lines.map((l) => l.line_total), d.provisional.lines.map((l) => l.line_total));
-    assert.deepEqual(computeTotals(d.provisional.lines, 'KES', m.tax_groups).tax_totals, d.provisional.tax_totals);
-  }
-});
+// The SDK's totals against the server's, across currencies and rates: totals.test.js.
 
 test('idempotency through the SDK client: same body same invoice, different body 409 conflict', async () => {
   const d = await t.sell({ lines: [{ description: 'Soda', quantity: '1', unit_price: '60', tax_group: 'A' }] });
@@ -126,7 +105,7 @@ test('credit note, get, list, heartbeat and terminal registry', async () => {
   const got = await t.getInvoice(d.invoice.id);
   assert.equal(got.fiscal.fiscal_number, d.invoice.fiscal.fiscal_number);
   const page = await t.listInvoices({ page_size: 5 });
-  assert.ok(page.invoices.length > 0);
+  assert.ok(page.invoices.some((i) => i.id === cn.invoice.id), 'the newest credit note is on the first page');
   assert.ok(page.invoices.every((i) => i.pos_terminal_id === t.posTerminalId));
   await t.heartbeat();
   assert.equal(t.status.reachable, true, t.status.lastError);

@@ -23,6 +23,15 @@ function tmpdir() {
 
 const FAST = { initialMs: 20, maxMs: 200, factor: 2, jitter: 0.1 };
 
+/** Waits (bounded) until `cond()` holds. */
+async function until(cond, what, timeoutMs = 10000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 function opts(extra = {}) {
   return {
     gatewayUrl: gw.url, apiKey: 'pos-key-o1', outletId: 'o1', posTerminalId: `t-${Math.random().toString(36).slice(2, 8)}`,
@@ -32,7 +41,9 @@ function opts(extra = {}) {
 
 const SALE = { lines: [{ description: 'Soda 500ml', quantity: '2', unit_price: '100', tax_group: 'A' }, { description: 'Bread', quantity: 1, unit_price: '55.50', tax_group: 'C' }], payments: [{ method: 'cash', amount: '300' }] };
 
-test('sell seals at once when online; totals match the server', async () => {
+// The fake computes totals with the SDK's own code: the totals against the real server are in
+// test/integration/totals.test.js.
+test('sell seals at once when online; the answer is the sealed invoice', async () => {
   const t = await PosTerminal.open(opts());
   const d = await t.sell(SALE);
   assert.equal(d.state, 'sealed');
@@ -68,9 +79,11 @@ test('offline: sales stay drafts, then replay in creation order exactly once', a
   assert.equal(drafts[0].state, 'pending', 'a failed attempt releases the waiting sale as a draft');
   assert.equal(t.status.state, 'offline');
   assert.equal(t.status.draftCount, 30);
+  // Connections now reset: wait until the terminal has retried into one (an event, not a sleep); nothing seals.
   await proxy.setMode('drop');
-  await new Promise((r) => setTimeout(r, 100));
+  await until(() => proxy.refusedWhileDown >= 2, 'a retry against the resetting gateway');
   assert.equal(t.status.draftCount, 30);
+  assert.equal(gw.invoices.filter((i) => i.pos_terminal_id === o.posTerminalId).length, 0);
   await proxy.setMode('pass');
   assert.equal(await t.drain(10000), true);
   assert.equal(t.status.state, 'online');
@@ -99,9 +112,11 @@ test('a lost answer after the commit: the replay gets the same invoice, the ledg
   await t.close();
 });
 
-test('5xx and 429 retry with backoff; 400 parks the draft as rejected; later drafts go on', async () => {
+test('5xx, 429 and 499 CANCELLED retry with backoff; 400 parks the draft as rejected; later drafts go on', async () => {
   const t = await PosTerminal.open(opts());
-  gw.faults.push({ status: 503, code: 14 }, { status: 429, code: 8, retryAfter: 0 }, { status: 500, code: 13 });
+  // 499 CANCELLED is what a server that was stopping answers through the gateway: not the sale's fault.
+  gw.faults.push({ status: 503, code: 14 }, { status: 429, code: 8, retryAfter: 0 }, { status: 500, code: 13 },
+    { status: 499, code: 1, message: 'CANCELLED' });
   const a = await t.sell(SALE, { wait: 0 });
   assert.equal((await t.waitFor(a.client_invoice_id, 5000)).state, 'pending');
   assert.equal(await t.drain(5000), true);
@@ -206,7 +221,9 @@ test('heartbeats carry the queue state; a blackholed gateway times out into offl
   assert.equal(last.outlet_id, 'o1');
   assert.equal(typeof last.sdk_version, 'string');
   assert.equal(await t.drain(5000), true);
-  assert.ok(t.status.gatewayLatencyMs >= 0);
+  // Measured from the heartbeats above (absent until a call has been timed).
+  assert.equal(typeof t.status.gatewayLatencyMs, 'number');
+  assert.ok(Number.isFinite(t.status.gatewayLatencyMs), String(t.status.gatewayLatencyMs));
   await t.close();
   await proxy.stop();
 });

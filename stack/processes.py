@@ -14,7 +14,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+from services.runtime.mesh_tls import TlsMaterial, server_name_options
+from services.runtime.private_files import PRIVATE_UMASK, open_private_append, private_dir
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _die_with_parent() -> None:
@@ -40,15 +43,17 @@ class ManagedProcess:
     env: dict[str, str]
     log_path: Path
     port: int | None = None
+    service: str | None = None  # the mesh identity a service process serves as (checked over TLS)
     popen: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> ManagedProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        private_dir(self.log_path.parent)
+        log = open_private_append(self.log_path)  # owned by the child for its lifetime
         self.popen = subprocess.Popen(
             self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
             start_new_session=True,  # its own group: Ctrl-C on the CLI reaches it only through us
             preexec_fn=_die_with_parent,
+            umask=PRIVATE_UMASK,  # whatever a service writes (SoftHSM objects, files) is private too
         )
         log.close()
         return self
@@ -56,6 +61,11 @@ class ManagedProcess:
     @property
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting (`stop` waits): several processes can then drain at the same time."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM, wait, then SIGKILL: no process is left behind."""
@@ -93,14 +103,16 @@ def service_process(service: str, port: int, env: dict[str, str], log_dir: Path,
         env=full_env,
         log_path=log_dir / f"{service}{suffix}.log",
         port=port,
+        service=service,
     )
 
 
 def wait_serving(process: ManagedProcess, timeout: float = 60.0) -> None:
-    """Block until the process's gRPC health check answers SERVING."""
+    """Block until the process's gRPC health check answers SERVING (asked over mutual TLS with the
+    process's own certificate: health checks answer any member of the mesh)."""
     deadline = time.monotonic() + timeout
     last_error = "no answer"
-    with grpc.insecure_channel(f"127.0.0.1:{process.port}") as channel:
+    with health_channel(process) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if not process.alive:
@@ -114,3 +126,11 @@ def wait_serving(process: ManagedProcess, timeout: float = 60.0) -> None:
                 last_error = exc.code().name
             time.sleep(0.1)
     raise TimeoutError(f"{process.name} not serving after {timeout}s ({last_error}):\n{process.log_tail()}")
+
+
+def health_channel(process: ManagedProcess) -> grpc.Channel:
+    """A channel to a service process that presents the process's own mesh certificate."""
+    env = process.env
+    tls = TlsMaterial.from_files(env["FISCAL_TLS_CERT"], env["FISCAL_TLS_KEY"], env["FISCAL_TLS_CA"])
+    return grpc.secure_channel(f"127.0.0.1:{process.port}", tls.channel_credentials(),
+                               options=server_name_options(process.service or process.name))

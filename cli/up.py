@@ -8,16 +8,17 @@ import signal
 import threading
 from pathlib import Path
 
-from services.cli.output import console
-from services.cli.state import async_url, write_state
-from services.stack.mesh import Mesh, MeshOptions
+from cli.output import console
+from cli.state import async_url, write_state
+from services.runtime.private_files import private_dir, write_private
+from stack.mesh import Mesh, MeshOptions
 
 
 async def _seed(database_url: str, gateway_url: str) -> dict:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from services.ledger.store import LedgerStore
-    from services.stack.seed import provision_merchant
+    from stack.seed import provision_merchant
 
     engine = create_async_engine(async_url(database_url))
     try:
@@ -39,7 +40,7 @@ def signing_env(backend: str, data_dir: Path) -> dict[str, str]:
 
 def run_up(args) -> int:
     data_dir: Path = args.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     options = MeshOptions(data_dir=data_dir, port=args.port, replicas=args.replicas,
                           service_env={"signing": signing_env(args.signing_backend, data_dir)},
                           otlp_endpoint=args.otlp_endpoint)
@@ -57,23 +58,29 @@ def run_up(args) -> int:
                 demo["gateway_url"] = mesh.gateway_url
             else:
                 demo = asyncio.run(_seed(mesh.database_url, mesh.gateway_url))
-            demo_path.write_text(json.dumps(demo, indent=2))
-            demo_path.chmod(0o600)
-        write_state(data_dir, {"gateway_url": mesh.gateway_url, "database_url": mesh.database_url,
-                               "admin_url": f"http://127.0.0.1:{mesh.admin_port}",
-                               **{f"{s}_addr": mesh.address(s) for s in ("counter", "signing", "ledger")}})
+            write_private(demo_path, json.dumps(demo, indent=2))
+        state = {"gateway_url": mesh.gateway_url, "database_url": mesh.database_url,
+                 "admin_url": f"http://127.0.0.1:{mesh.admin_port}",
+                 **{f"{s}_addr": mesh.address(s) for s in ("counter", "signing", "ledger")}}
+        write_state(data_dir, state | {"pids": _pids(mesh)})
         _print_ready(mesh, demo, demo_path)
         while not stop.wait(1.0):
             for process in mesh.all_processes():
                 if not process.alive:
                     console.print(f"[yellow]{process.name} exited ({process.popen.returncode}); restarting[/]")
                     process.start()
+                    write_state(data_dir, state | {"pids": _pids(mesh)})  # `fiscal bench` reads CPU by pid
         console.print("stopping…")
         return 0
     finally:
         mesh.stop()
         (data_dir / "stack.json").unlink(missing_ok=True)
         console.print("stopped; nothing left running")
+
+
+def _pids(mesh: Mesh) -> dict[str, int]:
+    """Each process's pid by name (envoy, ledger, ledger-1, …): `fiscal bench` samples their CPU."""
+    return {process.name: process.popen.pid for process in mesh.all_processes() if process.popen}
 
 
 def _print_ready(mesh: Mesh, demo: dict, demo_path: Path) -> None:

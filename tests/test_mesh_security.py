@@ -1,0 +1,284 @@
+"""The mesh trusts nobody by reachability alone (issue #6, findings 2 and 3): mutual TLS on every
+service, per-call caller checks, a signing service that signs only receipt statements, per-service
+PostgreSQL roles, and secrets only where they are needed. Real processes throughout."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+from fiscal.v1 import counter_pb2, counter_pb2_grpc, ledger_pb2, ledger_pb2_grpc, signing_pb2, signing_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stack import mesh_certs
+from stack.mesh import Mesh, MeshOptions
+from stack.mesh_certs import IDENTITIES, MeshCertificates
+
+INTERNAL_CALLS = {
+    # service: (stub class, method, request): one call each service serves only to a mesh member.
+    "counter": (counter_pb2_grpc.CounterServiceStub, "GetCounter",
+                counter_pb2.GetCounterRequest(outlet_id="o-1", series="INV")),
+    "signing": (signing_pb2_grpc.SigningServiceStub, "ListPublicKeys", signing_pb2.ListPublicKeysRequest()),
+    "ledger": (ledger_pb2_grpc.LedgerInternalServiceStub, "GetChainHead",
+               ledger_pb2.GetChainHeadRequest(outlet_id=str(uuid.uuid4()), series="INV")),
+}
+ALLOWED_IDENTITY = {"counter": "ledger", "signing": "ledger", "ledger": "counter"}
+
+
+def call(channel: grpc.Channel, service: str):
+    stub_class, method, request = INTERNAL_CALLS[service]
+    return getattr(stub_class(channel), method)(request, timeout=5)
+
+
+def b64url_int(text: str) -> int:
+    return int.from_bytes(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)), "big")
+
+
+def rpc_error(fn) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as error:
+        fn()
+    return error.value
+
+
+def statement(**overrides) -> str:
+    moment = datetime.now(UTC)
+    fields = {
+        "version": "FC1", "fiscal_number": "SHOP001-INV-0000000042", "authority": "FC-DEV-0001",
+        "sealed_at": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
+        "total": "1110.00", "currency": "KES", "body_digest": "A" * 43,
+    }
+    fields.update(overrides)
+    return "\n".join(fields.values())
+
+
+@pytest.mark.parametrize("service", ["counter", "signing", "ledger"])
+def test_a_client_without_a_mesh_certificate_is_refused(mesh, service, tmp_path):
+    address = mesh.address(service)
+    # The right identity gets an answer: what follows fails for the missing certificate alone.
+    with mesh.channel(service, ALLOWED_IDENTITY[service]) as channel:
+        call(channel, service)
+    # Plain text: no TLS at all.
+    with grpc.insecure_channel(address) as channel:
+        assert rpc_error(lambda: call(channel, service)).code() == grpc.StatusCode.UNAVAILABLE
+    # TLS that trusts the mesh CA but presents no client certificate: refused at the handshake.
+    no_client_cert = grpc.ssl_channel_credentials(root_certificates=mesh.certificates.ca_path.read_bytes())
+    with grpc.secure_channel(address, no_client_cert,
+                             options=[("grpc.ssl_target_name_override", service)]) as channel:
+        assert rpc_error(lambda: call(channel, service)).code() == grpc.StatusCode.UNAVAILABLE
+    # A certificate with the right name from another CA: refused too.
+    stranger = MeshCertificates(tmp_path / "other-ca").ensure()
+    with stranger.channel(address, ALLOWED_IDENTITY[service], service) as channel:
+        assert rpc_error(lambda: call(channel, service)).code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize(("service", "identity", "method", "request_message"), [
+    ("signing", "gateway", "Sign", signing_pb2.SignRequest(statement=statement())),
+    ("signing", "counter", "Sign", signing_pb2.SignRequest(statement=statement())),
+    ("signing", "ledger", "RotateKey", signing_pb2.RotateKeyRequest()),
+    ("signing", "ledger", "GetHsmStatus", signing_pb2.GetHsmStatusRequest()),
+    ("signing", "ledger", "CompromiseKey", signing_pb2.CompromiseKeyRequest(kid="x", reason="test")),
+    ("counter", "gateway", "Allocate", counter_pb2.AllocateRequest(outlet_id="o-1", series="INV", holder="x")),
+    ("counter", "signing", "Commit", counter_pb2.CommitRequest(lease_id=str(uuid.uuid4()))),
+    ("counter", "operator", "Release", counter_pb2.ReleaseRequest(lease_id=str(uuid.uuid4()), reason="x")),
+    ("ledger", "ledger", "GetChainHead", ledger_pb2.GetChainHeadRequest(outlet_id="o-1", series="INV")),
+    ("ledger", "signing", "GetChainHead", ledger_pb2.GetChainHeadRequest(outlet_id="o-1", series="INV")),
+    ("ledger", "counter", "ListKeys", ledger_pb2.ListKeysRequest()),
+])
+def test_a_mesh_member_may_make_only_the_calls_its_service_makes(mesh, service, identity, method,
+                                                                 request_message):
+    stub_class = {"signing": signing_pb2_grpc.SigningServiceStub, "counter": counter_pb2_grpc.CounterServiceStub,
+                  "ledger": (ledger_pb2_grpc.LedgerInternalServiceStub if method == "GetChainHead"
+                             else ledger_pb2_grpc.InvoiceServiceStub)}[service]
+    with mesh.channel(service, identity) as channel:
+        error = rpc_error(lambda: getattr(stub_class(channel), method)(request_message, timeout=5))
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error.details()
+        assert identity in error.details() and method in error.details()
+        # Health checks answer every member of the mesh.
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_rotate_key_only_by_the_operator_and_at_most_once_per_interval(mesh):
+    with mesh.channel("signing", "operator") as channel:
+        signing = signing_pb2_grpc.SigningServiceStub(channel)
+        before = [k.kid for k in signing.ListPublicKeys(signing_pb2.ListPublicKeysRequest(), timeout=5).keys]
+        # The mesh runs with the default interval (3600 s) and its key is minutes old.
+        error = rpc_error(lambda: signing.RotateKey(signing_pb2.RotateKeyRequest(), timeout=10))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "at most once every 3600 s" in error.details()
+        after = [k.kid for k in signing.ListPublicKeys(signing_pb2.ListPublicKeysRequest(), timeout=5).keys]
+        assert after == before
+
+
+def test_sign_refuses_anything_but_a_checkable_statement(mesh):
+    with mesh.channel("signing", "ledger") as channel:
+        signing = signing_pb2_grpc.SigningServiceStub(channel)
+        good = statement()
+        answer = signing.Sign(signing_pb2.SignRequest(statement=good), timeout=5)
+        assert len(answer.signature) == 64 and answer.key_id
+
+        old = datetime.now(UTC) - timedelta(hours=1)
+        bad = {
+            "empty": "",
+            "a digest as text": hashlib.sha256(b"x").hexdigest(),
+            "another version": statement(version="FC2"),
+            "another authority": statement(authority="FC-OTHER-0001"),
+            "a fiscal number without a number": statement(fiscal_number="SHOP001-INV"),
+            "number zero": statement(fiscal_number="SHOP001-INV-0000000000"),
+            "non-ASCII digits": statement(fiscal_number="SHOP001-INV-000000004\u0662"),
+            "a sealed_at an hour old": statement(
+                sealed_at=old.strftime("%Y-%m-%dT%H:%M:%S.") + f"{old.microsecond // 1000:03d}Z"),
+            "a sealed_at without zone": statement(sealed_at="2026-11-24T10:00:00.000"),
+            "a total that is not a number": statement(total="1e5"),
+            "a lowercase currency": statement(currency="kes"),
+            "a short body digest": statement(body_digest="A" * 42),
+            "a padded body digest": statement(body_digest="A" * 42 + "="),
+            "an eighth line": good + "\nextra",
+            "CRLF lines": good.replace("\n", "\r\n"),
+        }
+        for case, text in bad.items():
+            error = rpc_error(lambda text=text: signing.Sign(signing_pb2.SignRequest(statement=text), timeout=5))
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, case
+            assert "not a receipt statement" in error.details(), (case, error.details())
+
+        # An old client sending a raw 32-byte digest in the former `digest` field (1) is refused too.
+        raw_sign = channel.unary_unary("/fiscal.v1.SigningService/Sign", request_serializer=lambda b: b,
+                                       response_deserializer=signing_pb2.SignResponse.FromString)
+        digest = hashlib.sha256(good.encode()).digest()
+        error = rpc_error(lambda: raw_sign(b"\x0a\x20" + digest, timeout=5))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_each_service_role_can_use_only_its_own_schema(mesh):
+    own_table = {"counter": "counter.counters", "signing": "signing.keys", "ledger": "ledger.invoices"}
+    for service, table in own_table.items():
+        with psycopg.connect(mesh.service_database_url(service), autocommit=True) as conn:
+            assert conn.execute("SELECT current_user").fetchone()[0] == f"fiscal_{service}"
+            conn.execute(f"SELECT count(*) FROM {table}")  # its own tables: yes
+            for other, other_table in own_table.items():
+                if other == service:
+                    continue
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+                    conn.execute(f"SELECT * FROM {other_table} LIMIT 1")
+            # No DDL anywhere, its own schema included.
+            for schema in ("public", service):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(f'CREATE TABLE "{schema}".intruder (x int)')
+
+
+def process_environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def test_another_services_secret_is_blanked_even_from_the_callers_environment(mesh, monkeypatch):
+    monkeypatch.setenv("FISCAL_PKCS11_PIN", "operator-shell-pin")
+    monkeypatch.setenv("FISCAL_SOFT_KEYSTORE_PASSPHRASE", "operator-shell-passphrase")
+    for service in ("counter", "ledger"):
+        env = mesh.service_env(service)
+        assert env["FISCAL_PKCS11_PIN"] == env["FISCAL_SOFT_KEYSTORE_PASSPHRASE"] == "", service
+    stored = json.loads((mesh.data_dir / "secrets.json").read_text())["FISCAL_SOFT_KEYSTORE_PASSPHRASE"]
+    assert mesh.service_env("signing")["FISCAL_SOFT_KEYSTORE_PASSPHRASE"] == stored
+
+
+def test_secrets_reach_only_the_service_that_needs_them(mesh):
+    passphrase = json.loads((mesh.data_dir / "secrets.json").read_text())["FISCAL_SOFT_KEYSTORE_PASSPHRASE"]
+    environs = {service: process_environ(mesh.processes[service][0].popen.pid)
+                for service in ("counter", "signing", "ledger")}
+    assert environs["signing"]["FISCAL_SOFT_KEYSTORE_PASSPHRASE"] == passphrase
+    for service in ("counter", "ledger"):
+        assert passphrase not in "\0".join(f"{k}={v}" for k, v in environs[service].items()), service
+        assert "FISCAL_PKCS11_PIN" not in environs[service]
+    for service, environ in environs.items():
+        # Its own database role, and its own certificate.
+        assert f"fiscal_{service}:" in environ["DATABASE_URL"], service
+        assert environ["FISCAL_TLS_CERT"].endswith(f"/{service}.pem")
+        assert "ca.key" not in "".join(environ.values())
+    # The private keys and the CA key are private to the owner.
+    tls_dir = mesh.certificates.directory
+    assert tls_dir.stat().st_mode & 0o777 == 0o700
+    for key in tls_dir.glob("*.key"):
+        assert key.stat().st_mode & 0o777 == 0o600, key
+
+
+def serials(certificates: MeshCertificates) -> dict[str, int]:
+    return {identity: x509.load_pem_x509_certificate(certificates.cert_path(identity).read_bytes()).serial_number
+            for identity in IDENTITIES}
+
+
+def test_development_certificates_are_kept_and_made_again_when_expiring_or_from_another_ca(tmp_path, monkeypatch):
+    certificates = MeshCertificates(tmp_path / "mesh-tls").ensure()
+    first = serials(certificates)
+    leaf = x509.load_pem_x509_certificate(certificates.cert_path("counter").read_bytes())
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://fiscal.local/counter"]
+    assert timedelta(days=89) < leaf.not_valid_after_utc - leaf.not_valid_before_utc <= timedelta(days=91)
+    assert serials(certificates.ensure()) == first  # valid ones are kept
+
+    # A new CA (the old one lost): every identity is issued again under it.
+    (tmp_path / "mesh-tls" / "ca.key").unlink()
+    second = serials(certificates.ensure())
+    assert all(second[i] != first[i] for i in IDENTITIES)
+    ca = x509.load_pem_x509_certificate(certificates.ca_path.read_bytes())
+    for identity in IDENTITIES:
+        x509.load_pem_x509_certificate(certificates.cert_path(identity).read_bytes()).verify_directly_issued_by(ca)
+
+    # Certificates inside the renewal window (7 days) are made again at the next start.
+    monkeypatch.setattr(mesh_certs, "VALIDITY", timedelta(days=3))
+    short = MeshCertificates(tmp_path / "short").ensure()
+    before = serials(short)
+    assert all(after != before[i] for i, after in serials(short.ensure()).items())
+
+
+def test_a_mesh_on_its_own_postgres_makes_the_service_roles_give_their_password(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)  # its own embedded server, as `fiscal up` runs
+    own = Mesh(MeshOptions(data_dir=tmp_path / "own")).start()
+    try:
+        assert own.role_passwords_required
+        url = own.service_database_url("ledger")
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_user").fetchone()[0] == "fiscal_ledger"
+        password = json.loads((own.data_dir / "database-roles.json").read_text())["ledger"]
+        for wrong in (url.replace(password, "wrong"), url.replace(f":{password}@", "@")):
+            with pytest.raises(psycopg.OperationalError, match="password"):
+                psycopg.connect(wrong).close()
+        # The services themselves connect with theirs: a seal path call through the mesh works.
+        with own.channel("counter", "ledger") as channel:
+            call(channel, "counter")
+    finally:
+        own.stop()
+
+
+def test_sign_batch_signs_checked_statements_or_none(mesh):
+    texts = [statement(fiscal_number=f"SHOP001-INV-{n:010d}") for n in (1, 2, 3)]
+    with mesh.channel("signing", "ledger") as channel:
+        signing = signing_pb2_grpc.SigningServiceStub(channel)
+        answer = signing.SignBatch(signing_pb2.SignBatchRequest(statements=texts), timeout=10)
+        keys = {k.kid: k for k in signing.ListPublicKeys(signing_pb2.ListPublicKeysRequest(), timeout=5).keys}
+        assert len(answer.signatures) == 3
+        for text, signed in zip(texts, answer.signatures, strict=True):
+            jwk = keys[signed.key_id]
+            public = ec.EllipticCurvePublicNumbers(b64url_int(jwk.x), b64url_int(jwk.y), ec.SECP256R1()).public_key()
+            der = utils.encode_dss_signature(int.from_bytes(signed.signature[:32], "big"),
+                                             int.from_bytes(signed.signature[32:], "big"))
+            public.verify(der, hashlib.sha256(text.encode()).digest(), ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+
+        for statements, expected in (([texts[0], statement(currency="kes"), texts[2]], "statements[1]"),
+                                     ([], "1 to 256"), ([texts[0]] * 257, "1 to 256")):
+            error = rpc_error(lambda statements=statements: signing.SignBatch(
+                signing_pb2.SignBatchRequest(statements=statements), timeout=10))
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and expected in error.details()
+    with mesh.channel("signing", "gateway") as channel:
+        error = rpc_error(lambda: signing_pb2_grpc.SigningServiceStub(channel).SignBatch(
+            signing_pb2.SignBatchRequest(statements=texts), timeout=10))
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
