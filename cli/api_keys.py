@@ -23,7 +23,8 @@ def run_api_keys(args) -> int:
             return 0
         if args.api_key_command == "revoke":
             await admin.revoke_api_key(args.merchant_id, args.key_id or "")
-            console.print("revoked; gateways stop accepting it within FISCAL_AUTH_CACHE_SECONDS (30 s)")
+            console.print("revoked; the invoice API stops accepting it within FISCAL_AUTH_CACHE_SECONDS (30 s), "
+                          "the webhooks API within 5 s")
             return 0
         table = Table("id", "prefix", "scope", "outlet", "name", "revoked")
         for key in await admin.api_keys(args.merchant_id):

@@ -133,7 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--wrk-threads", type=int, default=1, help="--client wrk: threads (default: %(default)s)")
     bench.add_argument("--replicas", type=int, default=1, help="replicas when the bench starts its own stack")
     bench.add_argument("--json", help="also write everything (runs, CPU, floor, machine) as JSON to this file")
-    for sub in (up, verify, keys, api_key, merchant, tax_group, bench):
+    bench_webhooks = commands.add_parser(
+        "bench-webhooks", help="seal N sales and time their invoice.sealed webhooks to a loopback receiver",
+        description="Uses the stack running in --data-dir, or starts one for the run. Registers an endpoint on a "
+                    "receiver on 127.0.0.1, seals, waits for every delivery; prints deliveries/s, the seal-answer-to-"
+                    "delivery latency p50/p99 and the CPU of each process per delivered event.")
+    bench_webhooks.add_argument("--seals", type=int, default=1000, help="sales to seal (default: %(default)s)")
+    bench_webhooks.add_argument("--outlets", type=int, default=10, help="outlets (default: %(default)s)")
+    bench_webhooks.add_argument("--terminals", type=int, default=4, help="terminals per outlet (default: %(default)s)")
+    bench_webhooks.add_argument("--rate", type=float, metavar="R",
+                                help="seal R sales/s (round robin over the tills); default: back to back")
+    bench_webhooks.add_argument("--timeout", type=float, default=10.0, help="seconds per seal (default: %(default)s)")
+    bench_webhooks.add_argument("--drain-timeout", type=float, default=120.0,
+                                help="seconds to wait for the deliveries after the last seal (default: %(default)s)")
+    bench_webhooks.add_argument("--replicas", type=int, default=1, help="replicas when the bench starts its own stack")
+    bench_webhooks.add_argument("--json", help="also write the report as JSON to this file")
+    for sub in (up, verify, keys, api_key, merchant, tax_group, bench, bench_webhooks):
         # `fiscal up --data-dir X` reads as naturally as `fiscal --data-dir X up`.
         sub.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
                          help="where the stack keeps its database, logs and demo.json (default: .fiscal)")
@@ -167,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from cli.bench import run_bench
         return run_bench(args)
+    if args.command == "bench-webhooks":
+        from cli.bench_webhooks import run_bench_webhooks
+        return run_bench_webhooks(args)
     return 2
 
 

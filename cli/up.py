@@ -11,7 +11,7 @@ from pathlib import Path
 from cli.output import console
 from cli.state import async_url, write_state
 from services.runtime.private_files import private_dir, write_private
-from stack.mesh import Mesh, MeshOptions
+from stack.mesh import SERVICES, Mesh, MeshOptions
 
 
 async def _seed(database_url: str, gateway_url: str) -> dict:
@@ -61,7 +61,7 @@ def run_up(args) -> int:
             write_private(demo_path, json.dumps(demo, indent=2))
         state = {"gateway_url": mesh.gateway_url, "database_url": mesh.database_url,
                  "admin_url": f"http://127.0.0.1:{mesh.admin_port}",
-                 **{f"{s}_addr": mesh.address(s) for s in ("counter", "signing", "ledger")}}
+                 **{f"{s}_addr": mesh.address(s) for s in SERVICES}}
         write_state(data_dir, state | {"pids": _pids(mesh)})
         _print_ready(mesh, demo, demo_path)
         while not stop.wait(1.0):
@@ -83,6 +83,12 @@ def _pids(mesh: Mesh) -> dict[str, int]:
     return {process.name: process.popen.pid for process in mesh.all_processes() if process.popen}
 
 
+def _started(mesh: Mesh) -> list[str]:
+    """Each service with its address(es), and Envoy: what `fiscal up` is running."""
+    return [f"{service} ({mesh.address(service)})" for service in SERVICES] + [
+        f"envoy ({mesh.gateway_url}, admin http://127.0.0.1:{mesh.admin_port})"]
+
+
 def _print_ready(mesh: Mesh, demo: dict, demo_path: Path) -> None:
     outlet = demo["outlets"][0]
     key = demo["pos_keys"][outlet["id"]]
@@ -102,9 +108,16 @@ def _print_ready(mesh: Mesh, demo: dict, demo_path: Path) -> None:
         f"POS key {outlet['code']}: {key}",
         f"everything as JSON: {demo_path}",
         f"logs: {mesh.log_dir}",
+        "started: " + ", ".join(_started(mesh)),
         "",
         "seal an invoice:",
         curl,
+        "",
+        "a webhook endpoint for invoice.sealed events (answers its secret once; loopback receivers are allowed"
+        " in development):",
+        f"curl -s {mesh.gateway_url}/v1/webhook-endpoints -H 'Authorization: Bearer {demo['admin_key']}' "
+        "-H 'Content-Type: application/json' "
+        "-d '{\"url\":\"http://127.0.0.1:9000/hook\",\"event_types\":[\"invoice.sealed\"]}'",
         "",
         "Ctrl-C stops everything.",
     ]

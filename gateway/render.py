@@ -23,7 +23,7 @@ DESCRIPTOR = GATEWAY_DIR / "fiscal.pb"
 class GatewayPlan:
     listen_port: int
     admin_port: int
-    # cluster name -> ["host:port", ...] (one per replica)
+    # cluster name -> ["host:port", ...] (one per replica): ledger, webhooks (routed), counter, signing
     upstreams: dict[str, list[str]]
     otlp_endpoint: str | None = None  # "host:port" of an OTLP/gRPC collector
     # Mutual TLS to the mesh: paths of the gateway's certificate, its key and the mesh CA
@@ -137,9 +137,15 @@ def render(plan: GatewayPlan) -> dict:
             # replica's share and above none.
             cfg["cluster_min_healthy_percentages"] = {
                 name: {"value": 100.0 / (len(addresses) + 1)} for name, addresses in plan.upstreams.items()}
+    routed = set()
     for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
         if route["match"].get("path") in SEAL_PATHS:
             route["route"]["timeout"] = f"{seal_timeout(plan):.3f}s"
+        if "cluster" in route.get("route", {}):
+            routed.add(route["route"]["cluster"])
+    if missing := sorted(routed - plan.upstreams.keys()):
+        # Envoy would refuse the whole configuration with a less direct message.
+        raise SystemExit(f"gateway: no upstream addresses for {', '.join(missing)} (routes in envoy.yaml use it)")
     clusters = [_grpc_cluster(name, addresses) for name, addresses in plan.upstreams.items()]
     if plan.upstream_tls:
         for cluster in clusters:

@@ -10,7 +10,7 @@ echo "== generated code matches protos/"
 .venv/bin/python protos/generate.py --check
 
 echo "== lint (ruff)"
-.venv/bin/ruff check services cli stack gateway tests protos
+.venv/bin/ruff check services cli stack gateway simulators tests protos
 
 echo "== types (mypy)"
 .venv/bin/mypy  # what and how: [tool.mypy] in pyproject.toml

@@ -1,10 +1,13 @@
-"""The whole system on one machine: PostgreSQL, counter, signing and ledger (N replicas each) and Envoy.
+"""The whole system on one machine: PostgreSQL, counter, signing, ledger and webhooks (N replicas each)
+and Envoy. Always a development system: the webhooks service may deliver to loopback receivers here
+(FISCAL_WEBHOOK_ALLOW_LOOPBACK=1; a mesh's env can set it back to 0).
 
 Used by `fiscal up`, the benchmarks and the tests, so they all run the same thing.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -27,10 +30,15 @@ from stack.mesh_certs import MeshCertificates
 from stack.postgres import Database, require_role_passwords, start_database
 from stack.processes import ManagedProcess, free_port, service_process, wait_serving
 
-SERVICES = ("counter", "signing", "ledger")
+SERVICES = ("counter", "signing", "ledger", "webhooks")
 # Secrets each service gets; every other service gets none of them.
 SERVICE_SECRETS = {"signing": {"FISCAL_SOFT_KEYSTORE_PASSPHRASE", "FISCAL_PKCS11_PIN"},
-                   "ledger": {"FISCAL_PAGE_TOKEN_KEY"}}
+                   "ledger": {"FISCAL_PAGE_TOKEN_KEY"},
+                   "webhooks": {"FISCAL_WEBHOOK_SECRET_KEY"}}
+# Stopped together, producers first in the list: with the gateway gone nothing new arrives, so the
+# services drain at the same time; events a ledger writes meanwhile stay in its outbox for the next start.
+SHUTDOWN_ORDER = ("ledger", "webhooks", "counter", "signing")
+assert set(SHUTDOWN_ORDER) == set(SERVICES), "every service is stopped"
 
 
 def envoy_binary() -> str:
@@ -65,6 +73,7 @@ class MeshOptions:
     data_dir: Path
     port: int = 0                      # public gateway port; 0 picks a free one
     replicas: int = 1
+    service_replicas: dict[str, int] = field(default_factory=dict)  # per service, instead of `replicas`
     env: dict[str, str] = field(default_factory=dict)   # extra env for every service
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per service
     otlp_endpoint: str | None = None   # collector for traces (services and Envoy)
@@ -82,7 +91,8 @@ class Mesh:
         self.envoy: ManagedProcess | None = None
         self.gateway_port = options.port or free_port()
         self.admin_port = free_port()
-        self.ports: dict[str, list[int]] = {s: [free_port() for _ in range(options.replicas)] for s in SERVICES}
+        self.ports: dict[str, list[int]] = {
+            s: [free_port() for _ in range(options.service_replicas.get(s, options.replicas))] for s in SERVICES}
         # The development CA and one certificate per mesh identity (services, gateway, operator).
         self.certificates = MeshCertificates(self.data_dir / "mesh-tls")
         self.role_passwords_required = False
@@ -124,9 +134,12 @@ class Mesh:
         """Development secrets, made once per data directory and kept there (mode 0600)."""
         path = self.data_dir / "secrets.json"
         values = json.loads(path.read_text()) if path.exists() else {}
-        wanted = {"FISCAL_SOFT_KEYSTORE_PASSPHRASE": 24, "FISCAL_PAGE_TOKEN_KEY": 32}
+        wanted = {"FISCAL_SOFT_KEYSTORE_PASSPHRASE": lambda: secrets.token_urlsafe(24),
+                  "FISCAL_PAGE_TOKEN_KEY": lambda: secrets.token_urlsafe(32),
+                  # The AES-256-GCM key of endpoint secrets at rest: urlsafe base64 of 32 random bytes.
+                  "FISCAL_WEBHOOK_SECRET_KEY": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}
         if wanted.keys() - values.keys():  # a data directory from an older version gets the new ones
-            values = {name: secrets.token_urlsafe(size) for name, size in wanted.items()} | values
+            values = {name: make() for name, make in wanted.items()} | values
             write_private(path, json.dumps(values))
         return values
 
@@ -139,9 +152,12 @@ class Mesh:
             "FISCAL_COUNTER_ADDR": self.address("counter"),
             "FISCAL_SIGNING_ADDR": self.address("signing"),
             "FISCAL_LEDGER_ADDR": self.address("ledger"),
+            "FISCAL_WEBHOOKS_ADDR": self.address("webhooks"),
             "FISCAL_PUBLIC_URL": self.gateway_url,
             **{k: v for k, v in self._secrets().items() if k in SERVICE_SECRETS.get(service, ())},
         }
+        if service == "webhooks":
+            env["FISCAL_WEBHOOK_ALLOW_LOOPBACK"] = "1"  # development: receivers on this machine
         if self.options.otlp_endpoint:
             env.update(FISCAL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{self.options.otlp_endpoint}")
         env.update(self.options.env)
@@ -238,8 +254,7 @@ class Mesh:
         if self.envoy:
             self.envoy.stop()
         # With the gateway gone nothing new arrives: the services drain at the same time, not one by one.
-        services = [process for service in ("ledger", "counter", "signing")
-                    for process in self.processes.get(service, [])]
+        services = [process for service in SHUTDOWN_ORDER for process in self.processes.get(service, [])]
         for process in services:
             process.terminate()
         for process in services:

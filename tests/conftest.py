@@ -16,7 +16,7 @@ import pytest
 
 from services.runtime.config import sqlalchemy_url
 from services.runtime.database import migrate
-from stack.mesh import Mesh, MeshOptions
+from stack.mesh import SERVICES, Mesh, MeshOptions
 from stack.mesh_certs import MeshCertificates
 from stack.postgres import start_database
 
@@ -54,7 +54,7 @@ def database_url(postgres_server, work_dir) -> str:
     """A fresh database with every service schema migrated."""
     database = start_database(work_dir, fresh_database="fiscal_test")
     sa_url = sqlalchemy_url(database.url)
-    for service in ("counter", "signing", "ledger"):
+    for service in SERVICES:
         if (SERVICES_DIR / service / "migrations").exists():
             migrate(service, sa_url)
     yield database.url
@@ -87,3 +87,36 @@ def start_mesh(postgres_server, tmp_path_factory):
 def mesh(start_mesh) -> Mesh:
     """The shared single-replica mesh most tests use (each test provisions its own merchant)."""
     return start_mesh()
+
+
+# Webhooks (tests/test_webhooks_*.py): retries in seconds, not hours, so a delivery's whole life fits a test.
+WEBHOOK_RETRY_SCHEDULE = (0.3, 0.6, 1.2, 2.4, 4.8)
+WEBHOOK_SERVICE_ENV = {
+    "FISCAL_WEBHOOK_RETRY_SCHEDULE": ",".join(str(step) for step in WEBHOOK_RETRY_SCHEDULE),
+    "FISCAL_WEBHOOK_TIMEOUT_SECONDS": "2",
+    "FISCAL_WEBHOOK_POLL_SECONDS": "0.2",
+    "FISCAL_WEBHOOK_ALLOW_LOOPBACK": "1",  # the receiver is on 127.0.0.1
+}
+WEBHOOK_LEDGER_ENV = {"FISCAL_OUTBOX_POLL_SECONDS": "0.2"}
+
+
+def start_webhook_mesh(start_mesh, **options) -> Mesh:
+    service_env = {"webhooks": dict(WEBHOOK_SERVICE_ENV), "ledger": dict(WEBHOOK_LEDGER_ENV)}
+    for service, extra in options.pop("service_env", {}).items():
+        service_env.setdefault(service, {}).update(extra)
+    return start_mesh(service_env=service_env, **options)
+
+
+@pytest.fixture(scope="session")
+def webhook_mesh(start_mesh) -> Mesh:
+    """One mesh for the webhook tests (each test provisions its own merchant and endpoints)."""
+    return start_webhook_mesh(start_mesh)
+
+
+@pytest.fixture(scope="session")
+def webhook_receiver():
+    """A real HTTP receiver on 127.0.0.1 shared by the webhook tests (each test uses its own paths)."""
+    from tests.webhook_receiver import WebhookReceiver
+
+    with WebhookReceiver() as receiver:
+        yield receiver

@@ -17,12 +17,22 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
-from fiscal.v1 import counter_pb2, counter_pb2_grpc, ledger_pb2, ledger_pb2_grpc, signing_pb2, signing_pb2_grpc
+from fiscal.v1 import (
+    counter_pb2,
+    counter_pb2_grpc,
+    ledger_pb2,
+    ledger_pb2_grpc,
+    signing_pb2,
+    signing_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stack import mesh_certs
 from stack.mesh import Mesh, MeshOptions
 from stack.mesh_certs import IDENTITIES, MeshCertificates
+from tests.harness import provision
 
 INTERNAL_CALLS = {
     # service: (stub class, method, request): one call each service serves only to a mesh member.
@@ -31,8 +41,15 @@ INTERNAL_CALLS = {
     "signing": (signing_pb2_grpc.SigningServiceStub, "ListPublicKeys", signing_pb2.ListPublicKeysRequest()),
     "ledger": (ledger_pb2_grpc.LedgerInternalServiceStub, "GetChainHead",
                ledger_pb2.GetChainHeadRequest(outlet_id=str(uuid.uuid4()), series="INV")),
+    # An empty batch: stores nothing.
+    "webhooks": (webhooks_pb2_grpc.WebhookIngestServiceStub, "PublishEvents", webhooks_pb2.PublishEventsRequest()),
 }
-ALLOWED_IDENTITY = {"counter": "ledger", "signing": "ledger", "ledger": "counter"}
+ALLOWED_IDENTITY = {"counter": "ledger", "signing": "ledger", "ledger": "counter", "webhooks": "ledger"}
+STUBS = {"SigningService": signing_pb2_grpc.SigningServiceStub, "CounterService": counter_pb2_grpc.CounterServiceStub,
+         "InvoiceService": ledger_pb2_grpc.InvoiceServiceStub,
+         "LedgerInternalService": ledger_pb2_grpc.LedgerInternalServiceStub,
+         "WebhookService": webhooks_pb2_grpc.WebhookServiceStub,
+         "WebhookIngestService": webhooks_pb2_grpc.WebhookIngestServiceStub}
 
 
 def call(channel: grpc.Channel, service: str):
@@ -61,7 +78,7 @@ def statement(**overrides) -> str:
     return "\n".join(fields.values())
 
 
-@pytest.mark.parametrize("service", ["counter", "signing", "ledger"])
+@pytest.mark.parametrize("service", ["counter", "signing", "ledger", "webhooks"])
 def test_a_client_without_a_mesh_certificate_is_refused(mesh, service, tmp_path):
     address = mesh.address(service)
     # The right identity gets an answer: what follows fails for the missing certificate alone.
@@ -81,24 +98,47 @@ def test_a_client_without_a_mesh_certificate_is_refused(mesh, service, tmp_path)
         assert rpc_error(lambda: call(channel, service)).code() == grpc.StatusCode.UNAVAILABLE
 
 
-@pytest.mark.parametrize(("service", "identity", "method", "request_message"), [
-    ("signing", "gateway", "Sign", signing_pb2.SignRequest(statement=statement())),
-    ("signing", "counter", "Sign", signing_pb2.SignRequest(statement=statement())),
-    ("signing", "ledger", "RotateKey", signing_pb2.RotateKeyRequest()),
-    ("signing", "ledger", "GetHsmStatus", signing_pb2.GetHsmStatusRequest()),
-    ("signing", "ledger", "CompromiseKey", signing_pb2.CompromiseKeyRequest(kid="x", reason="test")),
-    ("counter", "gateway", "Allocate", counter_pb2.AllocateRequest(outlet_id="o-1", series="INV", holder="x")),
-    ("counter", "signing", "Commit", counter_pb2.CommitRequest(lease_id=str(uuid.uuid4()))),
-    ("counter", "operator", "Release", counter_pb2.ReleaseRequest(lease_id=str(uuid.uuid4()), reason="x")),
-    ("ledger", "ledger", "GetChainHead", ledger_pb2.GetChainHeadRequest(outlet_id="o-1", series="INV")),
-    ("ledger", "signing", "GetChainHead", ledger_pb2.GetChainHeadRequest(outlet_id="o-1", series="INV")),
-    ("ledger", "counter", "ListKeys", ledger_pb2.ListKeysRequest()),
+AUTHENTICATE = ledger_pb2.AuthenticateApiKeyRequest(authorization="Bearer fk_admin_x")
+PUBLISH = webhooks_pb2.PublishEventsRequest(events=[webhooks_pb2.OutboxEvent(
+    event_id=str(uuid.uuid4()), event_type="invoice.sealed", merchant_id=str(uuid.uuid4()), data_json="{}")])
+
+
+@pytest.mark.parametrize(("service", "identity", "stub", "method", "request_message"), [
+    ("signing", "gateway", "SigningService", "Sign", signing_pb2.SignRequest(statement=statement())),
+    ("signing", "counter", "SigningService", "Sign", signing_pb2.SignRequest(statement=statement())),
+    ("signing", "ledger", "SigningService", "RotateKey", signing_pb2.RotateKeyRequest()),
+    ("signing", "ledger", "SigningService", "GetHsmStatus", signing_pb2.GetHsmStatusRequest()),
+    ("signing", "ledger", "SigningService", "CompromiseKey", signing_pb2.CompromiseKeyRequest(kid="x", reason="t")),
+    ("signing", "webhooks", "SigningService", "Sign", signing_pb2.SignRequest(statement=statement())),
+    ("counter", "gateway", "CounterService", "Allocate",
+     counter_pb2.AllocateRequest(outlet_id="o-1", series="INV", holder="x")),
+    ("counter", "signing", "CounterService", "Commit", counter_pb2.CommitRequest(lease_id=str(uuid.uuid4()))),
+    ("counter", "operator", "CounterService", "Release",
+     counter_pb2.ReleaseRequest(lease_id=str(uuid.uuid4()), reason="x")),
+    ("counter", "webhooks", "CounterService", "Allocate",
+     counter_pb2.AllocateRequest(outlet_id="o-1", series="INV", holder="x")),
+    ("ledger", "ledger", "LedgerInternalService", "GetChainHead",
+     ledger_pb2.GetChainHeadRequest(outlet_id="o-1", series="INV")),
+    ("ledger", "signing", "LedgerInternalService", "GetChainHead",
+     ledger_pb2.GetChainHeadRequest(outlet_id="o-1", series="INV")),
+    ("ledger", "counter", "InvoiceService", "ListKeys", ledger_pb2.ListKeysRequest()),
+    ("ledger", "webhooks", "LedgerInternalService", "GetChainHead",
+     ledger_pb2.GetChainHeadRequest(outlet_id="o-1", series="INV")),
+    ("ledger", "webhooks", "InvoiceService", "ListKeys", ledger_pb2.ListKeysRequest()),
+    # API keys are looked up only by the public services that receive a caller's Authorization header.
+    ("ledger", "counter", "LedgerInternalService", "AuthenticateApiKey", AUTHENTICATE),
+    ("ledger", "gateway", "LedgerInternalService", "AuthenticateApiKey", AUTHENTICATE),
+    ("ledger", "operator", "LedgerInternalService", "AuthenticateApiKey", AUTHENTICATE),
+    # Events come only from the producers' outbox relays; the public webhook API only through Envoy.
+    ("webhooks", "counter", "WebhookIngestService", "PublishEvents", PUBLISH),
+    ("webhooks", "gateway", "WebhookIngestService", "PublishEvents", PUBLISH),
+    ("webhooks", "webhooks", "WebhookIngestService", "PublishEvents", PUBLISH),
+    ("webhooks", "ledger", "WebhookService", "ListWebhookEndpoints", webhooks_pb2.ListWebhookEndpointsRequest()),
+    ("webhooks", "counter", "WebhookService", "ListWebhookEventTypes", webhooks_pb2.ListWebhookEventTypesRequest()),
 ])
-def test_a_mesh_member_may_make_only_the_calls_its_service_makes(mesh, service, identity, method,
+def test_a_mesh_member_may_make_only_the_calls_its_service_makes(mesh, service, identity, stub, method,
                                                                  request_message):
-    stub_class = {"signing": signing_pb2_grpc.SigningServiceStub, "counter": counter_pb2_grpc.CounterServiceStub,
-                  "ledger": (ledger_pb2_grpc.LedgerInternalServiceStub if method == "GetChainHead"
-                             else ledger_pb2_grpc.InvoiceServiceStub)}[service]
+    stub_class = STUBS[stub]
     with mesh.channel(service, identity) as channel:
         error = rpc_error(lambda: getattr(stub_class(channel), method)(request_message, timeout=5))
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error.details()
@@ -106,6 +146,43 @@ def test_a_mesh_member_may_make_only_the_calls_its_service_makes(mesh, service, 
         # Health checks answer every member of the mesh.
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_authenticate_api_key_tells_the_webhooks_service_who_a_key_is_uncached(mesh):
+    import httpx
+
+    from services.ledger.access import hash_api_key
+
+    demo = provision(mesh, outlets=2, terminals=1)
+    outlet_ids = sorted(o["id"] for o in demo["outlets"])
+    with mesh.channel("ledger", "webhooks") as channel:
+        ledger = ledger_pb2_grpc.LedgerInternalServiceStub(channel)
+
+        def who(authorization: str):
+            return ledger.AuthenticateApiKey(ledger_pb2.AuthenticateApiKeyRequest(authorization=authorization),
+                                             timeout=5)
+
+        admin = who(f"Bearer {demo['admin_key']}")
+        assert (admin.merchant_id, admin.scope, admin.outlet_id) == (demo["merchant"]["id"], "merchant:admin", "")
+        assert sorted(admin.merchant_outlet_ids) == outlet_ids and admin.key_id
+        pos_outlet = demo["outlets"][1]["id"]
+        pos = who(f"bearer {demo['pos_keys'][pos_outlet]}")
+        assert (pos.scope, pos.outlet_id, sorted(pos.merchant_outlet_ids)) == ("outlet:pos", pos_outlet, outlet_ids)
+
+        for authorization in ("", "Bearer", "Basic abc", "Bearer fk_admin_unknown", "Bearer " + "x" * 5000):
+            error = rpc_error(lambda authorization=authorization: who(authorization))
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED, authorization[:20]
+
+        # The ledger's own key cache does not answer for other services: a revoked key is refused at once,
+        # even while the ledger's public API may still accept it from its cache.
+        read_key = demo["read_key"]
+        assert who(f"Bearer {read_key}").scope == "merchant:read"
+        httpx.get(f"{mesh.gateway_url}/v1/invoices", headers={"Authorization": f"Bearer {read_key}"}, timeout=10)
+        with psycopg.connect(mesh.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE ledger.api_keys SET revoked_at = now() WHERE key_hash = %s",
+                         (hash_api_key(read_key),))
+        error = rpc_error(lambda: who(f"Bearer {read_key}"))
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_rotate_key_only_by_the_operator_and_at_most_once_per_interval(mesh):
@@ -160,7 +237,8 @@ def test_sign_refuses_anything_but_a_checkable_statement(mesh):
 
 
 def test_each_service_role_can_use_only_its_own_schema(mesh):
-    own_table = {"counter": "counter.counters", "signing": "signing.keys", "ledger": "ledger.invoices"}
+    own_table = {"counter": "counter.counters", "signing": "signing.keys", "ledger": "ledger.invoices",
+                 "webhooks": "webhooks.endpoints"}
     for service, table in own_table.items():
         with psycopg.connect(mesh.service_database_url(service), autocommit=True) as conn:
             assert conn.execute("SELECT current_user").fetchone()[0] == f"fiscal_{service}"
@@ -184,21 +262,31 @@ def process_environ(pid: int) -> dict[str, str]:
 def test_another_services_secret_is_blanked_even_from_the_callers_environment(mesh, monkeypatch):
     monkeypatch.setenv("FISCAL_PKCS11_PIN", "operator-shell-pin")
     monkeypatch.setenv("FISCAL_SOFT_KEYSTORE_PASSPHRASE", "operator-shell-passphrase")
-    for service in ("counter", "ledger"):
+    monkeypatch.setenv("FISCAL_WEBHOOK_SECRET_KEY", "operator-shell-webhook-key-of-32-characters")
+    for service in ("counter", "ledger", "webhooks"):
         env = mesh.service_env(service)
         assert env["FISCAL_PKCS11_PIN"] == env["FISCAL_SOFT_KEYSTORE_PASSPHRASE"] == "", service
-    stored = json.loads((mesh.data_dir / "secrets.json").read_text())["FISCAL_SOFT_KEYSTORE_PASSPHRASE"]
-    assert mesh.service_env("signing")["FISCAL_SOFT_KEYSTORE_PASSPHRASE"] == stored
+    for service in ("counter", "signing", "ledger"):
+        assert mesh.service_env(service)["FISCAL_WEBHOOK_SECRET_KEY"] == "", service
+    stored = json.loads((mesh.data_dir / "secrets.json").read_text())
+    assert mesh.service_env("signing")["FISCAL_SOFT_KEYSTORE_PASSPHRASE"] == stored["FISCAL_SOFT_KEYSTORE_PASSPHRASE"]
+    assert mesh.service_env("webhooks")["FISCAL_WEBHOOK_SECRET_KEY"] == stored["FISCAL_WEBHOOK_SECRET_KEY"]
 
 
 def test_secrets_reach_only_the_service_that_needs_them(mesh):
-    passphrase = json.loads((mesh.data_dir / "secrets.json").read_text())["FISCAL_SOFT_KEYSTORE_PASSPHRASE"]
+    stored = json.loads((mesh.data_dir / "secrets.json").read_text())
+    passphrase = stored["FISCAL_SOFT_KEYSTORE_PASSPHRASE"]
+    webhook_key = stored["FISCAL_WEBHOOK_SECRET_KEY"]
     environs = {service: process_environ(mesh.processes[service][0].popen.pid)
-                for service in ("counter", "signing", "ledger")}
+                for service in ("counter", "signing", "ledger", "webhooks")}
     assert environs["signing"]["FISCAL_SOFT_KEYSTORE_PASSPHRASE"] == passphrase
-    for service in ("counter", "ledger"):
+    assert environs["webhooks"]["FISCAL_WEBHOOK_SECRET_KEY"] == webhook_key
+    assert len(base64.urlsafe_b64decode(webhook_key)) == 32
+    for service in ("counter", "ledger", "webhooks"):
         assert passphrase not in "\0".join(f"{k}={v}" for k, v in environs[service].items()), service
         assert "FISCAL_PKCS11_PIN" not in environs[service]
+    for service in ("counter", "signing", "ledger"):
+        assert webhook_key not in "\0".join(f"{k}={v}" for k, v in environs[service].items()), service
     for service, environ in environs.items():
         # Its own database role, and its own certificate.
         assert f"fiscal_{service}:" in environ["DATABASE_URL"], service

@@ -3,18 +3,15 @@
 Tables are SQLAlchemy Core (the migration creates them); the hot-path statements are SQL text.
 Every hot-path call is ONE statement in autocommit (so one short transaction): data-modifying CTEs
 update the counter row (its row lock serialises replicas), write the lease history and, on commit or
-release, `pg_notify` the waiters of every replica. `FreedListener` LISTENs on a dedicated psycopg
+release, `pg_notify` the waiters of every replica. a runtime NotifyListener LISTENs on a dedicated psycopg
 connection and turns those notifications into wake-ups.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 from datetime import timedelta
 
-import psycopg
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects import postgresql
@@ -258,37 +255,10 @@ class CounterStore:
             await conn.execute(sa.text("SELECT 1"))
 
 
-class FreedListener:
-    """LISTEN for freed counters on a dedicated connection; reconnects after a loss (meanwhile the
-    waiters' polling still sees every change)."""
-
-    def __init__(self, conninfo: str, on_freed: Callable[[Key], None], on_reconnect: Callable[[], None]):
-        self.conninfo = conninfo
-        self.on_freed = on_freed
-        self.on_reconnect = on_reconnect
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    log.info("listening for freed counters")
-                    self.on_reconnect()  # anything freed while we were deaf: let waiters look again
-                    async for notify in conn.notifies():
-                        try:
-                            outlet_id, series = json.loads(notify.payload)
-                        except (ValueError, TypeError):
-                            continue
-                        self.on_freed((outlet_id, series))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - reconnect; polling covers the gap
-                log.warning("notify listener lost its connection", error=str(exc))
-            try:
-                await asyncio.wait_for(stopping.wait(), 1.0)
-            except TimeoutError:
-                pass
-
-
-def psycopg_conninfo(engine: AsyncEngine) -> str:
-    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+def freed_key(payload: str) -> Key | None:
+    """The (outlet_id, series) a `pg_notify` on NOTIFY_CHANNEL carries; None for a payload we did not send."""
+    try:
+        outlet_id, series = json.loads(payload)
+    except (ValueError, TypeError):
+        return None
+    return (outlet_id, series)

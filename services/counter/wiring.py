@@ -22,11 +22,12 @@ from fiscal.v1 import counter_pb2, counter_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 
 from services.counter.domain import Counters
 from services.counter.servicer import CounterServicer
-from services.counter.store import CounterStore, FreedListener, psycopg_conninfo
+from services.counter.store import NOTIFY_CHANNEL, CounterStore, freed_key
 from services.runtime.channels import open_channel
 from services.runtime.config import env_float, env_str
 from services.runtime.database import create_engine, migrate
 from services.runtime.grpc_errors import fault_from_rpc_error
+from services.runtime.notify_listener import NotifyListener, psycopg_conninfo
 from services.runtime.server import Mounted, rpc_timeout, run_service
 
 DEFAULT_PORT = 7101
@@ -71,7 +72,13 @@ async def mount(server: grpc.aio.Server) -> AsyncIterator[Mounted]:
         poll_seconds=env_float("FISCAL_COUNTER_POLL_SECONDS", 2.0),
         max_wait_seconds=env_float("FISCAL_COUNTER_MAX_WAIT_SECONDS", 30.0),
     )
-    listener = FreedListener(psycopg_conninfo(engine), counters.waiters.wake, counters.waiters.wake_all)
+    def on_freed(payload: str) -> None:
+        key = freed_key(payload)
+        if key is not None:
+            counters.waiters.wake(key)
+
+    listener = NotifyListener(psycopg_conninfo(engine), NOTIFY_CHANNEL, on_freed, counters.waiters.wake_all,
+                              "freed counters")
     counter_pb2_grpc.add_CounterServiceServicer_to_server(CounterServicer(counters), server)
 
     async def database_ready() -> str | None:

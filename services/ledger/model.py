@@ -197,6 +197,7 @@ class OutboxEvent:
     merchant_id: str
     aggregate_id: str
     payload: dict
+    outlet_id: str | None = None  # the outlet the event is about (None: none); webhooks filter on it
 
 
 class DuplicateClientInvoice(Exception):

@@ -832,7 +832,7 @@ def payment_status(paid: Decimal, total: Decimal) -> str:
 def sealed_event(record: InvoiceRecord) -> OutboxEvent:
     return OutboxEvent(
         event_id=str(uuid.uuid4()), event_type="invoice.sealed", merchant_id=record.merchant_id,
-        aggregate_id=record.id,
+        aggregate_id=record.id, outlet_id=record.outlet_id,
         payload={"invoice_id": record.id, "kind": record.kind, "outlet_id": record.outlet_id,
                  "fiscal_number": record.fiscal_number, "client_invoice_id": record.client_invoice_id,
                  "pos_terminal_id": record.pos_terminal_id, "cashier_id": record.cashier_id,

@@ -9,7 +9,7 @@ import grpc
 from fiscal.v1 import ledger_pb2, ledger_pb2_grpc
 
 from services.ledger import receipt
-from services.ledger.access import Principal
+from services.ledger.access import Principal, bearer_token, hash_api_key
 from services.ledger.model import InvoiceFilter, InvoiceRecord
 from services.ledger.money import MAX_AMOUNT_TEXT
 from services.ledger.page_tokens import PageTokens
@@ -26,14 +26,14 @@ from services.ledger.request_bounds import (
     require_uuid,
 )
 from services.ledger.sealing import MAX_LINES, CreditNoteRequest, Payment, SaleLine, SaleRequest
-from services.runtime.faults import InvalidArgument, NotFound
+from services.runtime.faults import InvalidArgument, NotFound, Unauthenticated
 from services.runtime.grpc_errors import handles_faults
 from services.runtime.timestamps import to_timestamp as _timestamp
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-
-
+# An Authorization header longer than any real one ("Bearer " + a 52-character key) is refused unread.
+MAX_AUTHORIZATION = 512
 
 
 def _authorization(context: grpc.aio.ServicerContext) -> str | None:
@@ -276,3 +276,18 @@ class LedgerInternalServicer(ledger_pb2_grpc.LedgerInternalServiceServicer):
             raise InvalidArgument("series is not one of the ledger's series", field="series")
         number, last_hash = await self.ledger.store.chain_head(outlet_id, request.series)
         return ledger_pb2.ChainHead(last_number=number, last_hash=receipt.b64url(last_hash) if last_hash else "")
+
+    @handles_faults
+    async def AuthenticateApiKey(self, request, context):
+        """Who the Authorization header the gateway gave another public service (webhooks, payments)
+        belongs to. Never from the ledger's own key cache: the caller caches for at most 5 s, so a
+        revoked key stops working there within 5 s."""
+        if len(request.authorization) > MAX_AUTHORIZATION:
+            raise Unauthenticated("malformed Authorization header: expected 'Bearer <key>'")
+        principal = await self.ledger.store.principal_for_key(hash_api_key(bearer_token(request.authorization)))
+        if principal is None:
+            raise Unauthenticated("unknown or revoked API key")
+        return ledger_pb2.ApiKeyPrincipal(
+            key_id=principal.key_id, merchant_id=principal.merchant_id, scope=principal.scope,
+            outlet_id=principal.outlet_id or "",
+            merchant_outlet_ids=await self.ledger.store.merchant_outlet_ids(principal.merchant_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -120,6 +121,7 @@ outbox = sa.Table(
     sa.Column("event_type", sa.Text, nullable=False),
     sa.Column("merchant_id", UUID(as_uuid=False), nullable=False),
     sa.Column("aggregate_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("outlet_id", UUID(as_uuid=False)),  # migration 0003; NULL for an event about no outlet
     sa.Column("payload", JSONB, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
     sa.Column("published_at", sa.DateTime(timezone=True)),
@@ -145,8 +147,8 @@ def _insert_sealed_sql() -> sa.TextClause:
             INSERT INTO ledger.invoices ({", ".join(columns)})
             VALUES ({", ".join(":" + c for c in columns)})
         ), add_event AS (
-            INSERT INTO ledger.outbox (event_id, event_type, merchant_id, aggregate_id, payload)
-            VALUES (:event_id, :event_type, :merchant_id, :aggregate_id, :payload)
+            INSERT INTO ledger.outbox (event_id, event_type, merchant_id, aggregate_id, outlet_id, payload)
+            VALUES (:event_id, :event_type, :merchant_id, :aggregate_id, :event_outlet_id, :payload)
         )
         INSERT INTO ledger.terminals (outlet_id, pos_terminal_id, last_cashier_id, last_seal_at)
         VALUES (:outlet_id, :pos_terminal_id, :cashier_id, :sealed_at)
@@ -179,6 +181,9 @@ class LedgerStore:
         self.engine = engine
         # Reads need no transaction: autocommit saves the BEGIN/ROLLBACK round trips on the seal path.
         self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Called after a transaction that wrote outbox events committed (the outbox relay's wake-up, so an
+        # event leaves without waiting for the relay's next poll). Must be cheap and must not raise.
+        self.on_outbox_written: Callable[[], None] | None = None
 
     # --- tenancy and keys -------------------------------------------------------------------------
 
@@ -188,6 +193,11 @@ class LedgerStore:
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return Principal(row.id, row.merchant_id, row.scope, row.outlet_id) if row else None
+
+    async def merchant_outlet_ids(self, merchant_id: str) -> list[str]:
+        query = sa.select(outlets.c.id).where(outlets.c.merchant_id == merchant_id).order_by(outlets.c.code)
+        async with self.reader.connect() as conn:
+            return list((await conn.execute(query)).scalars())
 
     async def outlet(self, outlet_id: str) -> Outlet | None:
         async with self.engine.connect() as conn:
@@ -270,7 +280,7 @@ class LedgerStore:
         for record, event in zip(records, events, strict=True):
             params = {c.name: getattr(record, c.name) for c in _INVOICE_COLUMNS}
             params.update(event_id=event.event_id, event_type=event.event_type, aggregate_id=event.aggregate_id,
-                          payload=event.payload)
+                          event_outlet_id=event.outlet_id, payload=event.payload)
             rows.append(params)
         try:
             async with self.engine.begin() as conn:
@@ -287,6 +297,8 @@ class LedgerStore:
             if "number" in constraint or "fiscal_number" in constraint or "hash" in constraint:
                 raise DuplicateNumber(f"{records[0].fiscal_number}..{last.fiscal_number}") from exc
             raise
+        if self.on_outbox_written is not None:
+            self.on_outbox_written()
 
     async def list_invoices(self, where: InvoiceFilter, limit: int, before_seq: int | None
                             ) -> tuple[list[InvoiceRecord], int | None]:

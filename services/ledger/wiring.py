@@ -1,4 +1,10 @@
-"""Assemble the ledger process: database, counter and signing clients, caches, servicers."""
+"""Assemble the ledger process: database, counter and signing clients, caches, servicers, and the
+outbox relay that publishes the ledger's events to the webhooks service.
+
+Environment of the relay (services/runtime/outbox_relay.py): FISCAL_WEBHOOKS_ADDR (127.0.0.1:7104),
+FISCAL_OUTBOX_POLL_SECONDS (0.2), FISCAL_OUTBOX_BATCH (200), FISCAL_OUTBOX_PUBLISH_TIMEOUT_SECONDS (5),
+FISCAL_OUTBOX_MIN_GAP_SECONDS (0.05).
+"""
 
 from __future__ import annotations
 
@@ -24,14 +30,17 @@ from services.runtime.config import env_float, env_str
 from services.runtime.database import create_engine
 from services.runtime.faults import Unauthenticated
 from services.runtime.grpc_errors import fault_from_rpc_error
+from services.runtime.outbox_relay import OutboxRelay, PostgresOutbox, RelaySettings, webhooks_publisher
 from services.runtime.server import Mounted, rpc_timeout, run_service
 
 DEFAULT_PORT = 7103
 
 # Which mesh identities may call which method (services/runtime/mesh_tls.py): the public API only
-# through the gateway (Envoy), the chain head only to the counter.
+# through the gateway (Envoy), the chain head only to the counter, API key look-ups only to the other
+# public services (which get the caller's Authorization header from the gateway).
 ALLOWED_CALLERS: dict[str, set[str]] = {
     "/fiscal.v1.LedgerInternalService/GetChainHead": {"counter"},
+    "/fiscal.v1.LedgerInternalService/AuthenticateApiKey": {"webhooks", "payments"},
     **{f"/{method.containing_service.full_name}/{method.name}": {"gateway"}
        for name in ("InvoiceService", "TerminalService")
        for method in ledger_pb2.DESCRIPTOR.services_by_name[name].methods},
@@ -237,6 +246,12 @@ async def mount(server: grpc.aio.Server):
     ledger_pb2_grpc.add_InvoiceServiceServicer_to_server(InvoiceServicer(ledger), server)
     ledger_pb2_grpc.add_TerminalServiceServicer_to_server(TerminalServicer(ledger), server)
     ledger_pb2_grpc.add_LedgerInternalServiceServicer_to_server(LedgerInternalServicer(ledger), server)
+    # The outbox relay: every replica runs one; SKIP LOCKED shares the rows between them.
+    webhooks_channel = open_channel(env_str("FISCAL_WEBHOOKS_ADDR", "127.0.0.1:7104"), "webhooks")
+    relay_settings = RelaySettings.from_env()
+    relay = OutboxRelay(PostgresOutbox(engine, "ledger"),
+                        webhooks_publisher(webhooks_channel, relay_settings.publish_timeout), relay_settings)
+    ledger.store.on_outbox_written = relay.wake
 
     async def database_ready() -> str | None:
         async with engine.connect() as conn:
@@ -248,10 +263,12 @@ async def mount(server: grpc.aio.Server):
             service_names=[ledger_pb2.DESCRIPTOR.services_by_name[name].full_name
                            for name in ("InvoiceService", "TerminalService", "LedgerInternalService")],
             readiness_probe=database_ready,
+            background=[relay.run],
         )
     finally:
         await counter_channel.close()
         await signing_channel.close()
+        await webhooks_channel.close()
         await engine.dispose()
 
 

@@ -33,14 +33,19 @@ async def seal_together(rig: Rig, ids: list[str]):
                                 return_exceptions=True)
 
 
-def _slow_allocations(rig: Rig) -> None:
+def _held_allocations(rig: Rig) -> tuple[asyncio.Event, asyncio.Event]:
+    """The first allocation waits until the test lets it go: (started, release). No timing involved."""
     allocate = rig.counter.allocate
+    started, release = asyncio.Event(), asyncio.Event()
 
-    async def slow(outlet_id: str, series: str, holder: str, count: int = 1, commit_first=None):
-        await asyncio.sleep(0.01)
+    async def held(outlet_id: str, series: str, holder: str, count: int = 1, commit_first=None):
+        if not started.is_set():
+            started.set()
+            await release.wait()
         return await allocate(outlet_id, series, holder, count, commit_first)
 
-    rig.counter.allocate = slow
+    rig.counter.allocate = held
+    return started, release
 
 
 async def test_sales_arriving_together_are_numbered_signed_and_written_as_one_batch():
@@ -55,10 +60,14 @@ async def test_sales_arriving_together_are_numbered_signed_and_written_as_one_ba
 
 async def test_sales_arriving_during_a_batch_form_the_next_batch():
     rig = Rig()
-    _slow_allocations(rig)
+    started, release = _held_allocations(rig)
     first = asyncio.ensure_future(rig.sealer.seal_invoice(ADMIN_KEY, sale("first")))
-    await asyncio.sleep(0.001)  # the first batch (of one) is waiting for its lease
-    rest = await seal_together(rig, [f"sale-{i}" for i in range(5)])
+    await started.wait()  # the first batch (of one) is waiting for its lease
+    rest_sealed = asyncio.ensure_future(seal_together(rig, [f"sale-{i}" for i in range(5)]))
+    for _ in range(20):  # let the five reach the outlet's queue behind the held batch
+        await asyncio.sleep(0)
+    release.set()
+    rest = await rest_sealed
     assert (await first).number == 1 and [r.number for r in rest] == [2, 3, 4, 5, 6]
     assert rig.store.batches == [1, 5] and rig.signer.calls == [1, 5]
     assert rig.counter.rolled == [1] and rig.counter.commits == [1, 6]  # batch 1's commit rode on batch 2's lease

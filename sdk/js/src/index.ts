@@ -28,3 +28,12 @@ export { qrMatrix, qrToSvg, qrToRaster, qrToQuadrantLines, quadrantLinesToGrid }
 export type { QrMatrix } from './receipt/qr.js';
 export { SDK_VERSION } from './version.js';
 export type * from './types.js';
+export { verifyWebhook, WebhookVerificationError, WEBHOOK_EVENT_TYPES } from './webhooks.js';
+export type {
+  WebhookEvent, WebhookEventType, WebhookEnvelope, WebhookHeaders, WebhookBody, VerifyWebhookOptions,
+  WebhookVerificationReason, MobileMoneyProvider,
+  InvoiceSealedEvent, InvoiceSealedData, InvoiceSyncSuccessEvent, InvoiceSyncSuccessData,
+  InvoiceSyncFailedEvent, InvoiceSyncFailedData, ReportGeneratedEvent, ReportGeneratedData,
+  OutletOfflineAlertEvent, OutletOfflineAlertData, PaymentConfirmedEvent, PaymentConfirmedData,
+  PaymentFailedEvent, PaymentFailedData, WebhookTestEvent, WebhookTestData,
+} from './webhooks.js';

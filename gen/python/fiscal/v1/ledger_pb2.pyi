@@ -10,6 +10,112 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PaymentRecord(_message.Message):
+    __slots__ = ("payment_id", "method", "provider_reference", "amount", "currency", "phone_masked", "status", "confirmed_at", "amount_mismatch")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PHONE_MASKED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_AT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    method: str
+    provider_reference: str
+    amount: str
+    currency: str
+    phone_masked: str
+    status: str
+    confirmed_at: _timestamp_pb2.Timestamp
+    amount_mismatch: bool
+    def __init__(self, payment_id: _Optional[str] = ..., method: _Optional[str] = ..., provider_reference: _Optional[str] = ..., amount: _Optional[str] = ..., currency: _Optional[str] = ..., phone_masked: _Optional[str] = ..., status: _Optional[str] = ..., confirmed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., amount_mismatch: _Optional[bool] = ...) -> None: ...
+
+class RecordPaymentRequest(_message.Message):
+    __slots__ = ("merchant_id", "outlet_id", "invoice_id", "client_invoice_id", "payment")
+    MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTLET_ID_FIELD_NUMBER: _ClassVar[int]
+    INVOICE_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_INVOICE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    merchant_id: str
+    outlet_id: str
+    invoice_id: str
+    client_invoice_id: str
+    payment: PaymentRecord
+    def __init__(self, merchant_id: _Optional[str] = ..., outlet_id: _Optional[str] = ..., invoice_id: _Optional[str] = ..., client_invoice_id: _Optional[str] = ..., payment: _Optional[_Union[PaymentRecord, _Mapping]] = ...) -> None: ...
+
+class RecordPaymentResponse(_message.Message):
+    __slots__ = ("invoice_found", "invoice_id", "payment_status")
+    INVOICE_FOUND_FIELD_NUMBER: _ClassVar[int]
+    INVOICE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    invoice_found: bool
+    invoice_id: str
+    payment_status: str
+    def __init__(self, invoice_found: _Optional[bool] = ..., invoice_id: _Optional[str] = ..., payment_status: _Optional[str] = ...) -> None: ...
+
+class SealSaleForPaymentRequest(_message.Message):
+    __slots__ = ("merchant_id", "sale", "payment")
+    MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SALE_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    merchant_id: str
+    sale: SealInvoiceRequest
+    payment: PaymentRecord
+    def __init__(self, merchant_id: _Optional[str] = ..., sale: _Optional[_Union[SealInvoiceRequest, _Mapping]] = ..., payment: _Optional[_Union[PaymentRecord, _Mapping]] = ...) -> None: ...
+
+class FindInvoiceRequest(_message.Message):
+    __slots__ = ("merchant_id", "outlet_id", "invoice_id", "client_invoice_id")
+    MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTLET_ID_FIELD_NUMBER: _ClassVar[int]
+    INVOICE_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_INVOICE_ID_FIELD_NUMBER: _ClassVar[int]
+    merchant_id: str
+    outlet_id: str
+    invoice_id: str
+    client_invoice_id: str
+    def __init__(self, merchant_id: _Optional[str] = ..., outlet_id: _Optional[str] = ..., invoice_id: _Optional[str] = ..., client_invoice_id: _Optional[str] = ...) -> None: ...
+
+class FoundInvoice(_message.Message):
+    __slots__ = ("found", "invoice_id", "outlet_id", "client_invoice_id", "total", "currency", "kind")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    INVOICE_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTLET_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_INVOICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    invoice_id: str
+    outlet_id: str
+    client_invoice_id: str
+    total: str
+    currency: str
+    kind: str
+    def __init__(self, found: _Optional[bool] = ..., invoice_id: _Optional[str] = ..., outlet_id: _Optional[str] = ..., client_invoice_id: _Optional[str] = ..., total: _Optional[str] = ..., currency: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class AuthenticateApiKeyRequest(_message.Message):
+    __slots__ = ("authorization",)
+    AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
+    authorization: str
+    def __init__(self, authorization: _Optional[str] = ...) -> None: ...
+
+class ApiKeyPrincipal(_message.Message):
+    __slots__ = ("key_id", "merchant_id", "scope", "outlet_id", "merchant_outlet_ids")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    OUTLET_ID_FIELD_NUMBER: _ClassVar[int]
+    MERCHANT_OUTLET_IDS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    merchant_id: str
+    scope: str
+    outlet_id: str
+    merchant_outlet_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., scope: _Optional[str] = ..., outlet_id: _Optional[str] = ..., merchant_outlet_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class InvoiceLine(_message.Message):
     __slots__ = ("description", "quantity", "unit_price", "tax_group", "line_total", "sku")
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -27,14 +133,24 @@ class InvoiceLine(_message.Message):
     def __init__(self, description: _Optional[str] = ..., quantity: _Optional[str] = ..., unit_price: _Optional[str] = ..., tax_group: _Optional[str] = ..., line_total: _Optional[str] = ..., sku: _Optional[str] = ...) -> None: ...
 
 class PaymentLine(_message.Message):
-    __slots__ = ("method", "amount", "reference")
+    __slots__ = ("method", "amount", "reference", "payment_id", "status", "phone_masked", "confirmed_at", "amount_mismatch")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PHONE_MASKED_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_AT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MISMATCH_FIELD_NUMBER: _ClassVar[int]
     method: str
     amount: str
     reference: str
-    def __init__(self, method: _Optional[str] = ..., amount: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
+    payment_id: str
+    status: str
+    phone_masked: str
+    confirmed_at: _timestamp_pb2.Timestamp
+    amount_mismatch: bool
+    def __init__(self, method: _Optional[str] = ..., amount: _Optional[str] = ..., reference: _Optional[str] = ..., payment_id: _Optional[str] = ..., status: _Optional[str] = ..., phone_masked: _Optional[str] = ..., confirmed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., amount_mismatch: _Optional[bool] = ...) -> None: ...
 
 class Buyer(_message.Message):
     __slots__ = ("name", "tax_id", "phone", "email")

@@ -447,6 +447,26 @@ class LedgerInternalServiceStub:
                 request_serializer=fiscal_dot_v1_dot_ledger__pb2.GetChainHeadRequest.SerializeToString,
                 response_deserializer=fiscal_dot_v1_dot_ledger__pb2.ChainHead.FromString,
                 _registered_method=True)
+        self.AuthenticateApiKey = channel.unary_unary(
+                '/fiscal.v1.LedgerInternalService/AuthenticateApiKey',
+                request_serializer=fiscal_dot_v1_dot_ledger__pb2.AuthenticateApiKeyRequest.SerializeToString,
+                response_deserializer=fiscal_dot_v1_dot_ledger__pb2.ApiKeyPrincipal.FromString,
+                _registered_method=True)
+        self.RecordPayment = channel.unary_unary(
+                '/fiscal.v1.LedgerInternalService/RecordPayment',
+                request_serializer=fiscal_dot_v1_dot_ledger__pb2.RecordPaymentRequest.SerializeToString,
+                response_deserializer=fiscal_dot_v1_dot_ledger__pb2.RecordPaymentResponse.FromString,
+                _registered_method=True)
+        self.SealSaleForPayment = channel.unary_unary(
+                '/fiscal.v1.LedgerInternalService/SealSaleForPayment',
+                request_serializer=fiscal_dot_v1_dot_ledger__pb2.SealSaleForPaymentRequest.SerializeToString,
+                response_deserializer=fiscal_dot_v1_dot_ledger__pb2.Invoice.FromString,
+                _registered_method=True)
+        self.FindInvoice = channel.unary_unary(
+                '/fiscal.v1.LedgerInternalService/FindInvoice',
+                request_serializer=fiscal_dot_v1_dot_ledger__pb2.FindInvoiceRequest.SerializeToString,
+                response_deserializer=fiscal_dot_v1_dot_ledger__pb2.FoundInvoice.FromString,
+                _registered_method=True)
 
 
 class LedgerInternalServiceServicer:
@@ -460,6 +480,40 @@ class LedgerInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AuthenticateApiKey(self, request, context):
+        """Who an API key is (API keys live in the ledger): for the other public services (webhooks, later
+        payments), which receive the caller's Authorization header from the gateway. UNAUTHENTICATED for a
+        missing, malformed, unknown or revoked key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordPayment(self, request, context):
+        """The payments service records a mobile-money payment against an invoice, by invoice id or by
+        (outlet, client_invoice_id) for a sale not sealed yet (an offline till): the ledger keeps it and
+        the invoice shows it once sealed. Idempotent on payment.payment_id (a later status replaces the
+        earlier). Not part of the signed body: the seal never changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SealSaleForPayment(self, request, context):
+        """Pay-first: seals a sale the payments service held until its payment was confirmed. Idempotent on
+        (outlet, client_invoice_id) like every seal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindInvoice(self, request, context):
+        """An invoice of the merchant, by id or by (outlet, client_invoice_id): found or not, its total.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -467,6 +521,26 @@ def add_LedgerInternalServiceServicer_to_server(servicer, server):
                     servicer.GetChainHead,
                     request_deserializer=fiscal_dot_v1_dot_ledger__pb2.GetChainHeadRequest.FromString,
                     response_serializer=fiscal_dot_v1_dot_ledger__pb2.ChainHead.SerializeToString,
+            ),
+            'AuthenticateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthenticateApiKey,
+                    request_deserializer=fiscal_dot_v1_dot_ledger__pb2.AuthenticateApiKeyRequest.FromString,
+                    response_serializer=fiscal_dot_v1_dot_ledger__pb2.ApiKeyPrincipal.SerializeToString,
+            ),
+            'RecordPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordPayment,
+                    request_deserializer=fiscal_dot_v1_dot_ledger__pb2.RecordPaymentRequest.FromString,
+                    response_serializer=fiscal_dot_v1_dot_ledger__pb2.RecordPaymentResponse.SerializeToString,
+            ),
+            'SealSaleForPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.SealSaleForPayment,
+                    request_deserializer=fiscal_dot_v1_dot_ledger__pb2.SealSaleForPaymentRequest.FromString,
+                    response_serializer=fiscal_dot_v1_dot_ledger__pb2.Invoice.SerializeToString,
+            ),
+            'FindInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindInvoice,
+                    request_deserializer=fiscal_dot_v1_dot_ledger__pb2.FindInvoiceRequest.FromString,
+                    response_serializer=fiscal_dot_v1_dot_ledger__pb2.FoundInvoice.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -497,6 +571,114 @@ class LedgerInternalService:
             '/fiscal.v1.LedgerInternalService/GetChainHead',
             fiscal_dot_v1_dot_ledger__pb2.GetChainHeadRequest.SerializeToString,
             fiscal_dot_v1_dot_ledger__pb2.ChainHead.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthenticateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fiscal.v1.LedgerInternalService/AuthenticateApiKey',
+            fiscal_dot_v1_dot_ledger__pb2.AuthenticateApiKeyRequest.SerializeToString,
+            fiscal_dot_v1_dot_ledger__pb2.ApiKeyPrincipal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fiscal.v1.LedgerInternalService/RecordPayment',
+            fiscal_dot_v1_dot_ledger__pb2.RecordPaymentRequest.SerializeToString,
+            fiscal_dot_v1_dot_ledger__pb2.RecordPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SealSaleForPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fiscal.v1.LedgerInternalService/SealSaleForPayment',
+            fiscal_dot_v1_dot_ledger__pb2.SealSaleForPaymentRequest.SerializeToString,
+            fiscal_dot_v1_dot_ledger__pb2.Invoice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fiscal.v1.LedgerInternalService/FindInvoice',
+            fiscal_dot_v1_dot_ledger__pb2.FindInvoiceRequest.SerializeToString,
+            fiscal_dot_v1_dot_ledger__pb2.FoundInvoice.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""One adapter per mobile-money provider behind one interface (base.py)."""

@@ -1,0 +1,3 @@
+from services.webhooks.wiring import main
+
+main()
