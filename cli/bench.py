@@ -14,7 +14,8 @@ Three kinds of gateway run, and a floor to compare them with:
 
 Around every measured window the CPU time of each process of the stack (Envoy, each service replica,
 PostgreSQL with its backends) and of this load generator is read from /proc (cli/bench_cpu.py) and printed
-as ms of CPU per seal. Every loop is bounded in time and count and stops by itself; traffic goes only to
+as ms of CPU per seal, and every few seconds their resident memory (cli/bench_memory.py): start, end, max and
+the slope over the second half of the load, so that a 10-minute run shows whether memory stays flat. Every loop is bounded in time and count and stops by itself; traffic goes only to
 the gateway on 127.0.0.1.
 """
 
@@ -30,6 +31,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +43,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cli.bench_cpu import CpuMeter, postmaster_pid, stack_pids_from_ports
+from cli.bench_memory import RssSampler, interval_for, slope_mb_per_min
 from cli.output import console
 from cli.state import async_url
 
@@ -116,7 +119,7 @@ async def warm_up(session: aiohttp.ClientSession, merchant: dict) -> None:
     await asyncio.gather(*(bounded(outlet) for outlet in merchant["outlets"]))
 
 
-def _percentiles(latencies: list[float]) -> dict:
+def _percentiles(latencies: array | list[float]) -> dict:
     latencies = sorted(latencies)
 
     def pct(p: float) -> float:
@@ -135,7 +138,7 @@ async def run_closed_loop(session: aiohttp.ClientSession, merchant: dict, durati
                           *, meter: CpuMeter | None = None, max_requests: int = 5_000_000,
                           on_progress: ProgressFn = lambda elapsed, done: None) -> dict:
     """Every terminal seals back to back (or with a jittered pause) until `duration` or `max_requests`."""
-    latencies: list[float] = []
+    latencies = array("d")  # 8 bytes a seal, not a float object's 32: a long run must not grow the generator
     statuses: Counter = Counter()
     sent = 0
     started = time.monotonic()
@@ -200,8 +203,10 @@ async def run_open_loop(session: aiohttp.ClientSession, merchant: dict, rate: fl
     everyone = tills(merchant)
     max_arrivals = int(rate * duration * 1.5) + 100
     statuses: Counter = Counter()
-    latencies: list[float] = []
-    answered: list[float] = []  # every answer, whatever its status (overload must be refused fast)
+    # Arrays of doubles, not lists of floats: 8 bytes an answer instead of 32, so that a 10-minute soak
+    # measures the stack's memory and not the generator's own record of it.
+    latencies = array("d")
+    answered = array("d")  # every answer, whatever its status (overload must be refused fast)
     inflight: set[asyncio.Task] = set()
     arrivals = sent = skipped = retry_after = peak_inflight = 0
 
@@ -306,8 +311,10 @@ def _machine() -> dict:
 def _running_stack_pids(state: dict) -> dict[str, int]:
     if state.get("pids"):
         return {name: int(pid) for name, pid in state["pids"].items()}
+    from stack.mesh import SERVICES
+
     ports: dict[str, int] = {"envoy": urlsplit(state["gateway_url"]).port or 80}
-    for service in ("counter", "signing", "ledger"):
+    for service in SERVICES:
         for replica, address in enumerate((state.get(f"{service}_addr") or "").split(",")):
             if address:
                 ports[f"{service}-{replica}" if replica else service] = int(address.rsplit(":", 1)[1])
@@ -366,7 +373,10 @@ def run_bench(args) -> int:
             console.print("[yellow]the stack's processes were not found: no CPU per seal for them[/]")
         meter = CpuMeter(pids, postmaster)
         if gateway:
-            report["runs"] = asyncio.run(_gateway_runs(args, gateway_url, db_url, rates, meter))
+            steps = len(rates) or (SWEEP_AUTO_STEPS if args.sweep_auto and args.rate is None else 1)
+            memory = RssSampler(pids, postmaster, interval_for(args.duration * steps))
+            report["runs"] = asyncio.run(_gateway_runs(args, gateway_url, db_url, rates, meter, memory))
+            report["memory"] = memory.report()
         if args.floor or args.floor_only:
             report["floor"] = _floor(args, db_url, meter)
     finally:
@@ -391,51 +401,58 @@ def run_bench(args) -> int:
     return 0 if sealed else 1
 
 
-async def _gateway_runs(args, gateway_url: str, db_url: str, rates: list[float], meter: CpuMeter) -> list[dict]:
+async def _gateway_runs(args, gateway_url: str, db_url: str, rates: list[float], meter: CpuMeter,
+                        memory: RssSampler) -> list[dict]:
     with console.status(f"provisioning {args.outlets} outlets x {args.terminals} terminals…"):
         merchant = await provision(db_url, args.outlets, args.terminals, gateway_url)
     session = open_session(gateway_url, args.timeout)
-    runs: list[dict] = []
     try:
         with console.status("warming up…"):
             await warm_up(session, merchant)
-        if args.rate is not None:
-            with progress_bar(f"open loop {args.rate:g}/s", args.duration) as tick:
-                runs.append(await run_open_loop(session, merchant, args.rate, args.duration,
-                                                max_inflight=args.max_inflight, timeout=args.timeout,
-                                                meter=meter, on_progress=tick))
-        elif rates or args.sweep_auto:
-            steps = rates or [SWEEP_AUTO_START * SWEEP_AUTO_FACTOR ** i for i in range(SWEEP_AUTO_STEPS)]
-            for index, rate in enumerate(steps):
-                rate = round(rate, 1)
-                with progress_bar(f"sweep {index + 1}/{len(steps)}: {rate:g}/s", args.duration) as tick:
-                    point = await run_open_loop(session, merchant, rate, args.duration,
-                                                max_inflight=args.max_inflight, timeout=args.timeout,
-                                                meter=meter, on_progress=tick)
-                runs.append(point)
-                if args.sweep_auto and _saturated(point):
-                    console.print(f"saturated at {rate:g}/s offered ({point['seals_per_s']} sealed/s, "
-                                  f"p99 {point['p99_ms']} ms): sweep stops")
-                    break
-                if index + 1 < len(steps):
-                    await asyncio.sleep(SWEEP_PAUSE_S)
-        elif args.client == "wrk":
-            from cli.bench_wrk import run_wrk
-
-            connections = args.connections or args.outlets * args.terminals
-            with console.status(f"wrk: {connections} connections back to back for {args.duration:g} s…"):
-                before = meter.sample()
-                run = await asyncio.to_thread(run_wrk, gateway_url, merchant, args.duration, connections=connections,
-                                              threads=args.wrk_threads, timeout=args.timeout)
-                after = meter.sample()
-            run["cpu"] = meter.per_seal(before, after, run["sealed"], run["sent"])
-            runs.append(run)
-        else:
-            with progress_bar("closed loop", args.duration) as tick:
-                runs.append(await run_closed_loop(session, merchant, args.duration, args.think_time, meter=meter,
-                                                  on_progress=tick))
+        with memory:  # resident memory sampled in a thread over all the measured runs, not the warm-up
+            return await _measured_runs(args, session, gateway_url, merchant, rates, meter)
     finally:
         await session.close()
+
+
+async def _measured_runs(args, session: aiohttp.ClientSession, gateway_url: str, merchant: dict,
+                         rates: list[float], meter: CpuMeter) -> list[dict]:
+    runs: list[dict] = []
+    if args.rate is not None:
+        with progress_bar(f"open loop {args.rate:g}/s", args.duration) as tick:
+            runs.append(await run_open_loop(session, merchant, args.rate, args.duration,
+                                            max_inflight=args.max_inflight, timeout=args.timeout,
+                                            meter=meter, on_progress=tick))
+    elif rates or args.sweep_auto:
+        steps = rates or [SWEEP_AUTO_START * SWEEP_AUTO_FACTOR ** i for i in range(SWEEP_AUTO_STEPS)]
+        for index, rate in enumerate(steps):
+            rate = round(rate, 1)
+            with progress_bar(f"sweep {index + 1}/{len(steps)}: {rate:g}/s", args.duration) as tick:
+                point = await run_open_loop(session, merchant, rate, args.duration,
+                                            max_inflight=args.max_inflight, timeout=args.timeout,
+                                            meter=meter, on_progress=tick)
+            runs.append(point)
+            if args.sweep_auto and _saturated(point):
+                console.print(f"saturated at {rate:g}/s offered ({point['seals_per_s']} sealed/s, "
+                              f"p99 {point['p99_ms']} ms): sweep stops")
+                break
+            if index + 1 < len(steps):
+                await asyncio.sleep(SWEEP_PAUSE_S)
+    elif args.client == "wrk":
+        from cli.bench_wrk import run_wrk
+
+        connections = args.connections or args.outlets * args.terminals
+        with console.status(f"wrk: {connections} connections back to back for {args.duration:g} s…"):
+            before = meter.sample()
+            run = await asyncio.to_thread(run_wrk, gateway_url, merchant, args.duration, connections=connections,
+                                          threads=args.wrk_threads, timeout=args.timeout)
+            after = meter.sample()
+        run["cpu"] = meter.per_seal(before, after, run["sealed"], run["sent"])
+        runs.append(run)
+    else:
+        with progress_bar("closed loop", args.duration) as tick:
+            runs.append(await run_closed_loop(session, merchant, args.duration, args.think_time, meter=meter,
+                                              on_progress=tick))
     return runs
 
 
@@ -500,6 +517,8 @@ def _print_report(report: dict) -> None:
             cpu.add_row("load generator, per request", *(str(r["cpu"]["load_generator_ms_per_request"])
                                                          for r in with_cpu))
             console.print(cpu)
+    if report.get("memory"):
+        _print_memory(report["memory"])
     floor = report.get("floor")
     if floor:
         console.print(f"floor: {floor['sealed']} seals in {floor['duration_s']} s on {floor['connections']} connections "
@@ -510,3 +529,29 @@ def _print_report(report: dict) -> None:
         console.print(f"gateway / floor = {report['ratio_gateway_to_floor']} (best gateway run "
                       f"{max(run['seals_per_s'] for run in runs)} seals/s ÷ floor {floor['seals_per_s']} seals/s)"
                       if floor else "", soft_wrap=True)
+
+
+def _print_memory(memory: dict) -> None:
+    def mb(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1f}"
+
+    span = memory["t_s"][-1] if memory["t_s"] else 0
+    table = Table("process", "start MB", "end MB", "max MB", "MB/min (2nd half)", "samples",
+                  title=f"resident memory (RSS) over {span:g} s, every {memory['interval_s']:g} s")
+    for name, figures in memory["processes"].items():
+        slope = figures["slope_mb_per_min"]
+        table.add_row(name, mb(figures["start_mb"]), mb(figures["end_mb"]), mb(figures["max_mb"]),
+                      "— (too few samples)" if slope is None else f"{slope:+.2f}", str(figures["samples"]))
+        # PostgreSQL's two terms apart: its processes' own memory, and the shared buffers touched (which fill
+        # up to shared_buffers as the tables grow: a cache warming, not a leak).
+        for part, label in (("private_mb", "  private, all processes"), ("shared_mb", "  shared buffers touched")):
+            values = [v for v in figures.get(part, []) if v is not None]
+            if values:
+                part_slope = slope_mb_per_min(memory["t_s"], figures[part])
+                table.add_row(label, mb(values[0]), mb(values[-1]), mb(max(values)),
+                              "—" if part_slope is None else f"{part_slope:+.2f}", str(len(values)))
+        if figures.get("processes"):
+            counts = [c for c in figures["processes"] if c is not None]
+            if counts:
+                table.add_row("  processes", str(counts[0]), str(counts[-1]), str(max(counts)), "", str(len(counts)))
+    console.print(table)

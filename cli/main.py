@@ -39,6 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--gateway", help="gateway URL for the public keys (default: the running stack's)")
     verify.add_argument("--database-url", help="PostgreSQL URL (default: DATABASE_URL or the running stack's)")
 
+    export = commands.add_parser("export", help="write an outlet's signed audit package for a period (a .zip)",
+                                 description="Invoices and credit notes sealed from --from to --to (whole days in "
+                                 "the outlet's time zone), their chain, the public keys and a manifest of hashes "
+                                 "signed by the signing service. See docs/export.md.")
+    export.add_argument("--outlet", required=True, help="outlet id")
+    export.add_argument("--from", dest="from_day", required=True, metavar="DATE", help="first day (YYYY-MM-DD)")
+    export.add_argument("--to", dest="to_day", required=True, metavar="DATE", help="last day, included")
+    export.add_argument("file", metavar="FILE", help="the package to write (.zip)")
+    export.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
+    export.add_argument("--signing-addr", help="signing service address (default: the running stack's)")
+    export.add_argument("--database-url", help="PostgreSQL URL (default: the running stack's as the ledger's "
+                        "role, or DATABASE_URL)")
+
+    verify_export = commands.add_parser("verify-export", help="check an audit package offline",
+                                        description="No network, no database: every file against the manifest, the "
+                                        "manifest's signature, every document's signature, the chain and the "
+                                        "numbering. Exit 0 when all holds, else 1 naming the first altered document.")
+    verify_export.add_argument("file", metavar="FILE", help="the package (.zip)")
+    verify_export.add_argument("--keys", metavar="JWKS", help="trust only these keys (a saved GET /v1/keys answer)")
+    verify_export.add_argument("--quiet", action="store_true", help="no progress bar")
+
     keys = commands.add_parser("keys", help="list, rotate or mark compromised the signing keys")
     keys.add_argument("keys_command", choices=["list", "rotate", "compromise"])
     keys.add_argument("kid", nargs="?", help="compromise: the key id to mark compromised")
@@ -148,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="seconds to wait for the deliveries after the last seal (default: %(default)s)")
     bench_webhooks.add_argument("--replicas", type=int, default=1, help="replicas when the bench starts its own stack")
     bench_webhooks.add_argument("--json", help="also write the report as JSON to this file")
-    for sub in (up, verify, keys, api_key, merchant, tax_group, bench, bench_webhooks):
+    for sub in (up, verify, export, verify_export, keys, api_key, merchant, tax_group, bench, bench_webhooks):
         # `fiscal up --data-dir X` reads as naturally as `fiscal --data-dir X up`.
         sub.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
                          help="where the stack keeps its database, logs and demo.json (default: .fiscal)")
@@ -163,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         from cli.verify import run_verify
         return run_verify(args)
+    if args.command == "export":
+        from cli.export import run_export
+        return run_export(args)
+    if args.command == "verify-export":
+        from cli.export import run_verify_export
+        return run_verify_export(args)
     if args.command == "keys":
         from cli.keys import run_keys
         return run_keys(args)

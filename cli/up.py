@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import threading
+import uuid
 from pathlib import Path
 
 from cli.output import console
@@ -61,7 +62,8 @@ def run_up(args) -> int:
             write_private(demo_path, json.dumps(demo, indent=2))
         state = {"gateway_url": mesh.gateway_url, "database_url": mesh.database_url,
                  "admin_url": f"http://127.0.0.1:{mesh.admin_port}",
-                 **{f"{s}_addr": mesh.address(s) for s in SERVICES}}
+                 **{f"{s}_addr": mesh.address(s) for s in SERVICES},
+                 **{f"simulator_{name}_url": mesh.simulator_url(name) for name in mesh.simulator_ports}}
         write_state(data_dir, state | {"pids": _pids(mesh)})
         _print_ready(mesh, demo, demo_path)
         while not stop.wait(1.0):
@@ -84,9 +86,27 @@ def _pids(mesh: Mesh) -> dict[str, int]:
 
 
 def _started(mesh: Mesh) -> list[str]:
-    """Each service with its address(es), and Envoy: what `fiscal up` is running."""
+    """Each service with its address(es), Envoy, and the payment provider simulators: what `fiscal up` is
+    running."""
     return [f"{service} ({mesh.address(service)})" for service in SERVICES] + [
-        f"envoy ({mesh.gateway_url}, admin http://127.0.0.1:{mesh.admin_port})"]
+        f"envoy ({mesh.gateway_url}, admin http://127.0.0.1:{mesh.admin_port})"] + [
+        f"simulator-{name} ({mesh.simulator_url(name)})" for name in mesh.simulator_ports]
+
+
+def _payment_lines(mesh: Mesh, key: str, outlet: dict) -> list[str]:
+    """How to try a mobile-money payment against the simulators (when this mesh runs them)."""
+    if "mpesa" not in mesh.simulator_ports:
+        return []
+    simulators = ", ".join(f"{name} {mesh.simulator_url(name)}" for name in mesh.simulator_ports)
+    return [
+        "",
+        f"mobile money goes to the provider simulators ({simulators}); each answers like the provider and"
+        " takes knobs at POST /__sim/behaviour. An M-Pesa STK push for the sale above:",
+        f"curl -s {mesh.gateway_url}/v1/payments -H 'Authorization: Bearer {key}' "
+        f"-H 'Content-Type: application/json' -d '{{\"outlet_id\":\"{outlet['id']}\",\"provider\":\"mpesa\","
+        f"\"amount\":\"360.00\",\"currency\":\"{outlet['currency']}\",\"phone\":\"254712345678\","
+        f"\"client_invoice_id\":\"demo-1\",\"client_payment_id\":\"{uuid.uuid4()}\"}}'",
+    ]
 
 
 def _print_ready(mesh: Mesh, demo: dict, demo_path: Path) -> None:
@@ -118,6 +138,7 @@ def _print_ready(mesh: Mesh, demo: dict, demo_path: Path) -> None:
         f"curl -s {mesh.gateway_url}/v1/webhook-endpoints -H 'Authorization: Bearer {demo['admin_key']}' "
         "-H 'Content-Type: application/json' "
         "-d '{\"url\":\"http://127.0.0.1:9000/hook\",\"event_types\":[\"invoice.sealed\"]}'",
+        *_payment_lines(mesh, key, outlet),
         "",
         "Ctrl-C stops everything.",
     ]

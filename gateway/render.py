@@ -23,7 +23,8 @@ DESCRIPTOR = GATEWAY_DIR / "fiscal.pb"
 class GatewayPlan:
     listen_port: int
     admin_port: int
-    # cluster name -> ["host:port", ...] (one per replica): ledger, webhooks (routed), counter, signing
+    # cluster name -> ["host:port", ...] (one per replica): ledger, webhooks, payments (routed), counter,
+    # signing
     upstreams: dict[str, list[str]]
     otlp_endpoint: str | None = None  # "host:port" of an OTLP/gRPC collector
     # Mutual TLS to the mesh: paths of the gateway's certificate, its key and the mesh CA
@@ -40,6 +41,9 @@ class GatewayPlan:
 
 
 SEAL_PATHS = ("/fiscal.v1.InvoiceService/SealInvoice", "/fiscal.v1.InvoiceService/CreateCreditNote")
+# Services a deployment may run without: their routes are left out when the plan has no upstream for them
+# (their REST paths then answer 404 like any unknown path).
+OPTIONAL_CLUSTERS = frozenset({"payments"})
 
 
 def seal_timeout(plan: GatewayPlan) -> float:
@@ -138,7 +142,10 @@ def render(plan: GatewayPlan) -> dict:
             cfg["cluster_min_healthy_percentages"] = {
                 name: {"value": 100.0 / (len(addresses) + 1)} for name, addresses in plan.upstreams.items()}
     routed = set()
-    for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+    virtual_host = hcm["route_config"]["virtual_hosts"][0]
+    virtual_host["routes"] = [route for route in virtual_host["routes"]
+                              if route.get("route", {}).get("cluster") not in OPTIONAL_CLUSTERS - plan.upstreams.keys()]
+    for route in virtual_host["routes"]:
         if route["match"].get("path") in SEAL_PATHS:
             route["route"]["timeout"] = f"{seal_timeout(plan):.3f}s"
         if "cluster" in route.get("route", {}):

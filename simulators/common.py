@@ -97,7 +97,8 @@ def require_loopback(url: str) -> str:
 
 
 async def send_callback(state: SimulatorState, url: str, payload: dict[str, Any] | bytes,
-                        headers: dict[str, str] | None = None) -> None:
+                        headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """POST one callback (loopback only); returns what was sent and the answer (also kept in state.sent)."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     entry: dict[str, Any] = {"url": url, "body": body.decode("utf-8", "replace"), "at": time.time()}
     try:
@@ -110,6 +111,7 @@ async def send_callback(state: SimulatorState, url: str, payload: dict[str, Any]
         entry.update(status=0, error=type(exc).__name__)
     state.sent.append(entry)
     del state.sent[:-10_000]
+    return entry
 
 
 def schedule_callbacks(state: SimulatorState, behaviour: Behaviour,
@@ -174,4 +176,5 @@ def serve(name: str, make_app: Callable[[SimulatorState], web.Application], argv
 
     app.on_cleanup.append(on_cleanup)
     print(f"simulator-{name} listening on 127.0.0.1:{args.port}", flush=True)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, handle_signals=True)
+    # A short shutdown timeout: a simulator told to be slow must still stop at once.
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None, handle_signals=True, shutdown_timeout=2.0)

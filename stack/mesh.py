@@ -1,6 +1,8 @@
-"""The whole system on one machine: PostgreSQL, counter, signing, ledger and webhooks (N replicas each)
-and Envoy. Always a development system: the webhooks service may deliver to loopback receivers here
-(FISCAL_WEBHOOK_ALLOW_LOOPBACK=1; a mesh's env can set it back to 0).
+"""The whole system on one machine: PostgreSQL, counter, signing, ledger, webhooks and payments (N replicas
+each), the mobile-money provider simulators, and Envoy. Always a development system: the webhooks service
+may deliver to loopback receivers here (FISCAL_WEBHOOK_ALLOW_LOOPBACK=1; a mesh's env can set it back to
+0), and the payments service talks to the simulators (simulators/) unless the mesh's env gives a
+provider's real API URL (FISCAL_MPESA_API_URL, FISCAL_AIRTEL_API_URL, FISCAL_ORANGE_API_URL).
 
 Used by `fiscal up`, the benchmarks and the tests, so they all run the same thing.
 """
@@ -12,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,17 +31,33 @@ from services.runtime.db_roles import role_url, service_role, set_role_password
 from services.runtime.private_files import private_dir, write_private
 from stack.mesh_certs import MeshCertificates
 from stack.postgres import Database, require_role_passwords, start_database
-from stack.processes import ManagedProcess, free_port, service_process, wait_serving
+from stack.processes import ManagedProcess, free_port, service_process, wait_answering, wait_serving
 
-SERVICES = ("counter", "signing", "ledger", "webhooks")
+SERVICES = ("counter", "signing", "ledger", "webhooks", "payments")
 # Secrets each service gets; every other service gets none of them.
 SERVICE_SECRETS = {"signing": {"FISCAL_SOFT_KEYSTORE_PASSPHRASE", "FISCAL_PKCS11_PIN"},
                    "ledger": {"FISCAL_PAGE_TOKEN_KEY"},
-                   "webhooks": {"FISCAL_WEBHOOK_SECRET_KEY"}}
+                   "webhooks": {"FISCAL_WEBHOOK_SECRET_KEY"},
+                   # Provider credentials for outlets without their own: the simulators' here, real ones
+                   # (if any) from the operator's environment must not reach another service either.
+                   "payments": {"FISCAL_PAYMENTS_SECRET_KEY", "FISCAL_MPESA_DEFAULT_CREDENTIALS",
+                                "FISCAL_AIRTEL_DEFAULT_CREDENTIALS", "FISCAL_ORANGE_DEFAULT_CREDENTIALS"}}
 # Stopped together, producers first in the list: with the gateway gone nothing new arrives, so the
 # services drain at the same time; events a ledger writes meanwhile stay in its outbox for the next start.
-SHUTDOWN_ORDER = ("ledger", "webhooks", "counter", "signing")
+SHUTDOWN_ORDER = ("payments", "ledger", "webhooks", "counter", "signing")
 assert set(SHUTDOWN_ORDER) == set(SERVICES), "every service is stopped"
+
+# The mobile-money provider simulators (`python -m simulators.<name> --port P`) and the credentials each
+# accepts by default (simulators/<name>.py). The payments service gets each one's URL and credentials as
+# the deployment's defaults: FISCAL_<NAME>_API_URL, FISCAL_<NAME>_DEFAULT_CREDENTIALS (a JSON object by
+# the field names of payments.proto's MpesaSettings / AirtelSettings / OrangeSettings).
+SIMULATORS: dict[str, dict[str, str]] = {
+    "mpesa": {"consumer_key": "sim-mpesa-key", "consumer_secret": "sim-mpesa-secret", "passkey": "sim-passkey",
+              "short_code": "174379", "transaction_type": "CustomerPayBillOnline"},
+    "airtel": {"client_id": "sim-airtel-id", "client_secret": "sim-airtel-secret", "country": "KE"},
+    "orange": {"authorization_header": "Basic c2ltLW9yYW5nZQ==", "merchant_key": "sim-orange-merchant"},
+}
+SIMULATORS_DIR = Path(__file__).resolve().parent.parent / "simulators"
 
 
 def envoy_binary() -> str:
@@ -96,6 +115,23 @@ class Mesh:
         # The development CA and one certificate per mesh identity (services, gateway, operator).
         self.certificates = MeshCertificates(self.data_dir / "mesh-tls")
         self.role_passwords_required = False
+        # name -> port of each provider simulator this mesh runs (see _simulated_providers).
+        self.simulator_ports: dict[str, int] = {name: free_port() for name in self._simulated_providers()}
+        self.simulators: dict[str, ManagedProcess] = {}
+
+    def _simulated_providers(self) -> list[str]:
+        """The providers whose simulator runs: once the simulator exists, and not when the mesh's env points
+        the payments service at a real API."""
+        given = {**os.environ, **self.options.env, **self.options.service_env.get("payments", {})}
+        return [name for name in SIMULATORS
+                if (SIMULATORS_DIR / f"{name}.py").exists() and not given.get(f"FISCAL_{name.upper()}_API_URL")]
+
+    def simulator_url(self, name: str) -> str:
+        """The base URL of a provider simulator ("mpesa", "airtel", "orange"): its provider API and its
+        control API (/__sim/behaviour, /__sim/requests, /__sim/reset)."""
+        if name not in self.simulator_ports:
+            raise KeyError(f"no {name} simulator in this mesh (running: {', '.join(self.simulator_ports) or 'none'})")
+        return f"http://127.0.0.1:{self.simulator_ports[name]}"
 
     @property
     def gateway_url(self) -> str:
@@ -136,8 +172,10 @@ class Mesh:
         values = json.loads(path.read_text()) if path.exists() else {}
         wanted = {"FISCAL_SOFT_KEYSTORE_PASSPHRASE": lambda: secrets.token_urlsafe(24),
                   "FISCAL_PAGE_TOKEN_KEY": lambda: secrets.token_urlsafe(32),
-                  # The AES-256-GCM key of endpoint secrets at rest: urlsafe base64 of 32 random bytes.
-                  "FISCAL_WEBHOOK_SECRET_KEY": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}
+                  # The AES-256-GCM keys of secrets at rest (webhook endpoint secrets; provider credentials
+                  # and callback tokens): urlsafe base64 of 32 random bytes.
+                  "FISCAL_WEBHOOK_SECRET_KEY": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+                  "FISCAL_PAYMENTS_SECRET_KEY": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}
         if wanted.keys() - values.keys():  # a data directory from an older version gets the new ones
             values = {name: make() for name, make in wanted.items()} | values
             write_private(path, json.dumps(values))
@@ -153,11 +191,16 @@ class Mesh:
             "FISCAL_SIGNING_ADDR": self.address("signing"),
             "FISCAL_LEDGER_ADDR": self.address("ledger"),
             "FISCAL_WEBHOOKS_ADDR": self.address("webhooks"),
+            "FISCAL_PAYMENTS_ADDR": self.address("payments"),
             "FISCAL_PUBLIC_URL": self.gateway_url,
             **{k: v for k, v in self._secrets().items() if k in SERVICE_SECRETS.get(service, ())},
         }
         if service == "webhooks":
             env["FISCAL_WEBHOOK_ALLOW_LOOPBACK"] = "1"  # development: receivers on this machine
+        if service == "payments":
+            for name in self.simulator_ports:  # the deployment's provider APIs: the simulators
+                env[f"FISCAL_{name.upper()}_API_URL"] = self.simulator_url(name)
+                env[f"FISCAL_{name.upper()}_DEFAULT_CREDENTIALS"] = json.dumps(SIMULATORS[name])
         if self.options.otlp_endpoint:
             env.update(FISCAL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{self.options.otlp_endpoint}")
         env.update(self.options.env)
@@ -182,6 +225,9 @@ class Mesh:
         on_step("making mesh certificates")
         self.certificates.ensure()
         try:
+            if self.simulator_ports:
+                on_step("starting the payment provider simulators")
+                self.start_simulators()
             on_step("starting services")
             for service in SERVICES:
                 self.processes[service] = [
@@ -196,6 +242,17 @@ class Mesh:
             self.stop()
             raise
         return self
+
+    def start_simulators(self) -> None:
+        for name, port in self.simulator_ports.items():
+            self.simulators[name] = ManagedProcess(
+                # Callbacks go to the gateway, on loopback (simulators call nothing else).
+                name=f"simulator-{name}", argv=[sys.executable, "-m", f"simulators.{name}", "--port", str(port),
+                                                "--callback-base-url", self.gateway_url],
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, log_path=self.log_dir / f"simulator-{name}.log",
+                port=port).start()
+        for name, process in self.simulators.items():
+            wait_answering(process, f"{self.simulator_url(name)}/__sim/requests")
 
     def _set_role_passwords(self) -> None:
         engine = sa.create_engine(sqlalchemy_url(self.database.url), poolclass=sa.pool.NullPool)
@@ -239,7 +296,7 @@ class Mesh:
 
     def all_processes(self) -> list[ManagedProcess]:
         procs = [p for group in self.processes.values() for p in group]
-        return ([self.envoy] if self.envoy else []) + procs
+        return ([self.envoy] if self.envoy else []) + procs + list(self.simulators.values())
 
     def restart(self, process: ManagedProcess, wait: bool = True) -> ManagedProcess:
         """Start a stopped or killed service process again on the same port."""
@@ -258,6 +315,8 @@ class Mesh:
         for process in services:
             process.terminate()
         for process in services:
+            process.stop()
+        for process in self.simulators.values():  # after the payments service that calls them
             process.stop()
         if self.database:
             self.database.stop()

@@ -21,7 +21,7 @@ from services.runtime.channels import grpc_target
 from services.runtime.mesh_tls import TlsMaterial, server_name_options, spiffe_id
 from services.runtime.private_files import private_dir, write_private
 
-IDENTITIES = ("counter", "signing", "ledger", "webhooks", "gateway", "operator")
+IDENTITIES = ("counter", "signing", "ledger", "webhooks", "payments", "gateway", "operator")
 VALIDITY = dt.timedelta(days=90)
 RENEW_BEFORE = dt.timedelta(days=7)
 

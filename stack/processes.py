@@ -128,6 +128,26 @@ def wait_serving(process: ManagedProcess, timeout: float = 60.0) -> None:
     raise TimeoutError(f"{process.name} not serving after {timeout}s ({last_error}):\n{process.log_tail()}")
 
 
+def wait_answering(process: ManagedProcess, url: str, timeout: float = 30.0) -> None:
+    """Block until an HTTP process (a provider simulator) answers `url` with a 2xx."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        if not process.alive:
+            raise RuntimeError(f"{process.name} exited ({process.popen.returncode}):\n{process.log_tail()}")
+        try:
+            answer = httpx.get(url, timeout=1.0, trust_env=False)
+            if answer.is_success:
+                return
+            last_error = f"HTTP {answer.status_code}"
+        except httpx.HTTPError as exc:
+            last_error = type(exc).__name__
+        time.sleep(0.1)
+    raise TimeoutError(f"{process.name} not answering after {timeout}s ({last_error}):\n{process.log_tail()}")
+
+
 def health_channel(process: ManagedProcess) -> grpc.Channel:
     """A channel to a service process that presents the process's own mesh certificate."""
     env = process.env

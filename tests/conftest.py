@@ -68,25 +68,59 @@ def mesh_certificates(tmp_path_factory) -> MeshCertificates:
     return MeshCertificates(tmp_path_factory.mktemp("tls") / "mesh-tls").ensure()
 
 
-@pytest.fixture(scope="session")
-def start_mesh(postgres_server, tmp_path_factory):
-    """Start a whole mesh on its own fresh database; stopped at the end of the session."""
-    meshes: list[Mesh] = []
+class MeshFactory:
+    """Starts whole meshes, each on its own fresh database. A mesh started for one test module is
+    stopped when that module ends (every mesh holds a few dozen PostgreSQL connections, and the session's
+    one server allows 100); a shared one (`shared=True`: the session fixtures) at the end of the session."""
 
-    def start(**options) -> Mesh:
-        mesh = Mesh(MeshOptions(data_dir=tmp_path_factory.mktemp("mesh"), fresh_database="fiscal_mesh", **options))
-        meshes.append(mesh)
+    def __init__(self, tmp_path_factory):
+        self.tmp_path_factory = tmp_path_factory
+        self.shared: list[Mesh] = []
+        self.of_module: list[Mesh] = []
+
+    def __call__(self, *, shared: bool = False, **options) -> Mesh:
+        mesh = Mesh(MeshOptions(data_dir=self.tmp_path_factory.mktemp("mesh"), fresh_database="fiscal_mesh",
+                                **options))
+        (self.shared if shared else self.of_module).append(mesh)
         return mesh.start()
 
-    yield start
-    for mesh in meshes:
-        mesh.stop()
+    def stop_module_meshes(self) -> None:
+        while self.of_module:
+            self.of_module.pop().stop()
+
+    def stop_all(self) -> None:
+        self.stop_module_meshes()
+        while self.shared:
+            self.shared.pop().stop()
+
+
+_MESH_FACTORIES: list[MeshFactory] = []  # the session's, once a test asked for start_mesh
+
+
+@pytest.fixture(scope="session")
+def start_mesh(postgres_server, tmp_path_factory):
+    """`start_mesh(**MeshOptions)`: a whole mesh on its own fresh database, stopped at the end of the test
+    module that started it (`shared=True`: at the end of the session)."""
+    factory = MeshFactory(tmp_path_factory)
+    _MESH_FACTORIES.append(factory)
+    yield factory
+    factory.stop_all()
+    _MESH_FACTORIES.remove(factory)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_the_modules_meshes():
+    # No fixture dependency: a module that overrides postgres_server (no database) must not pull in
+    # the session's mesh factory.
+    yield
+    for factory in _MESH_FACTORIES:
+        factory.stop_module_meshes()
 
 
 @pytest.fixture(scope="session")
 def mesh(start_mesh) -> Mesh:
     """The shared single-replica mesh most tests use (each test provisions its own merchant)."""
-    return start_mesh()
+    return start_mesh(shared=True)
 
 
 # Webhooks (tests/test_webhooks_*.py): retries in seconds, not hours, so a delivery's whole life fits a test.
@@ -110,7 +144,7 @@ def start_webhook_mesh(start_mesh, **options) -> Mesh:
 @pytest.fixture(scope="session")
 def webhook_mesh(start_mesh) -> Mesh:
     """One mesh for the webhook tests (each test provisions its own merchant and endpoints)."""
-    return start_webhook_mesh(start_mesh)
+    return start_webhook_mesh(start_mesh, shared=True)
 
 
 @pytest.fixture(scope="session")
@@ -120,3 +154,55 @@ def webhook_receiver():
 
     with WebhookReceiver() as receiver:
         yield receiver
+
+
+# Payments (tests/test_payments_*.py): provider calls time out in 2 s (the simulators' "slow" sleeps 30),
+# and the reconciler leaves pending payments alone for an hour on the shared mesh, so that what settles a
+# payment there is a callback; payments_reconcile_mesh queries after 2 s instead.
+PAYMENTS_SERVICE_ENV = {
+    "FISCAL_PROVIDER_TIMEOUT_SECONDS": "2",
+    "FISCAL_PAYMENTS_RECONCILE_AFTER_SECONDS": "3600",
+    "FISCAL_PAYMENTS_RECONCILE_EVERY_SECONDS": "1",
+    "FISCAL_PAYMENTS_SEAL_RETRY_SECONDS": "1",
+    "FISCAL_OUTBOX_POLL_SECONDS": "0.2",
+}
+PAYMENTS_RECONCILE_ENV = {**PAYMENTS_SERVICE_ENV, "FISCAL_PAYMENTS_RECONCILE_AFTER_SECONDS": "2"}
+
+
+@pytest.fixture(scope="session")
+def payments_mesh(start_mesh) -> Mesh:
+    """The payments tests' mesh: two payments replicas (one is killed mid-burst, then restarted), the
+    provider simulators, callbacks settle payments (no reconciliation within a test)."""
+    return start_mesh(shared=True, service_replicas={"payments": 2},
+                      service_env={"payments": dict(PAYMENTS_SERVICE_ENV)})
+
+
+@pytest.fixture(scope="session")
+def payments_reconcile_mesh(start_mesh) -> Mesh:
+    """A mesh whose reconciler queries the provider about any payment pending for 2 s."""
+    return start_mesh(shared=True, service_env={"payments": dict(PAYMENTS_RECONCILE_ENV)})
+
+
+@pytest.fixture
+def pay_shop(payments_mesh):
+    """A fresh merchant (two outlets) of the payments mesh, with helpers (tests/payments_shop.py)."""
+    from tests.payments_shop import PaymentsShop
+
+    with PaymentsShop(payments_mesh) as shop:
+        yield shop
+
+
+@pytest.fixture
+def shop_for(payments_mesh):
+    """shop_for(provider[, mesh]): a fresh merchant in a currency that provider collects (Orange: XOF)."""
+    from tests.payments_shop import CURRENCY, PaymentsShop
+
+    shops = []
+
+    def make(provider: str = "mpesa", mesh: Mesh | None = None) -> PaymentsShop:
+        shops.append(PaymentsShop(mesh or payments_mesh, currency=CURRENCY[provider]))
+        return shops[-1]
+
+    yield make
+    for shop in shops:
+        shop.close()

@@ -1,4 +1,5 @@
-"""`fiscal bench` smoke test: a 3 s open-loop run at a low rate and a 3 s floor against the shared mesh.
+"""`fiscal bench` smoke test: a 3 s open-loop run at a low rate and a 3 s floor against the shared mesh,
+and the resident-memory sampler (cli/bench_memory.py) on this test process.
 
 Checks the JSON report's fields and that every count adds up; never a time or a rate (benchmarks are
 commands, not timed tests)."""
@@ -9,16 +10,20 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
+from collections import Counter
 
 import pytest
 
 from cli.bench import sweep_rates
 from cli.bench_chart import write_sweep_chart
 from cli.bench_cpu import stack_pids_from_ports
+from cli.bench_memory import RssSampler, postgres_rss, process_rss_mb, slope_mb_per_min
 from cli.main import main
 
 
-def test_open_loop_and_floor_report_adds_up(mesh, tmp_path):
+def test_open_loop_and_floor_report_adds_up(mesh, tmp_path, capsys):
     # A stack.json like `fiscal up` writes, without "pids": the bench finds the processes by their ports.
     (tmp_path / "stack.json").write_text(json.dumps({
         "gateway_url": mesh.gateway_url, "database_url": mesh.database_url,
@@ -47,6 +52,27 @@ def test_open_loop_and_floor_report_adds_up(mesh, tmp_path):
         assert process in cpu["ms_per_seal"], (process, cpu)
     assert cpu["stack_ms_per_seal"] == pytest.approx(sum(cpu["ms_per_seal"].values()), abs=0.01)
     assert cpu["load_generator_ms_per_request"] > 0  # the generator did work: its CPU was measured
+
+    # Resident memory of every stack process and of the generator, sampled over the run and printed.
+    memory = report["memory"]
+    assert len(memory["t_s"]) >= 2 and memory["t_s"] == sorted(memory["t_s"])
+    for process in ("envoy", "ledger", "counter", "signing", "postgresql", "load generator"):
+        figures = memory["processes"][process]
+        assert len(figures["mb"]) == len(memory["t_s"]), process
+        assert figures["samples"] > 0 and figures["max_mb"] > 0, (process, figures)
+        assert figures["start_mb"] <= figures["max_mb"] and figures["end_mb"] <= figures["max_mb"]
+        assert figures["max_mb"] == max(v for v in figures["mb"] if v is not None)
+    postgresql = memory["processes"]["postgresql"]
+    assert all(count is None or count >= 2 for count in postgresql["processes"])
+    # Its two terms add up to its figure; its connections are counted by role.
+    for total, private, shared in zip(postgresql["mb"], postgresql["private_mb"], postgresql["shared_mb"], strict=True):
+        assert total == pytest.approx(private + shared, abs=0.02)
+    assert any(roles.get("fiscal_ledger", 0) >= 1 for roles in postgresql["processes_by_role"])
+    printed = capsys.readouterr().out
+    assert "resident memory (RSS)" in printed and "MB/min (2nd half)" in printed
+    assert "shared buffers touched" in printed
+    for process in ("envoy", "ledger", "load generator"):
+        assert process in printed.split("resident memory (RSS)", 1)[1], process
 
     floor = report["floor"]
     assert floor["sealed"] > 0 and floor["gapless"] is True and floor["connections"] == 2
@@ -110,3 +136,49 @@ def test_wrk_client_counts_add_up(mesh, tmp_path):
     assert run["client"] == "wrk" and run["connections"] == 4
     assert sum(run["responses"].values()) == run["sent"] and run["sealed"] == run["responses"]["200"] > 0
     assert run["cpu"]["load_generator_ms_per_request"] >= 0
+
+
+def test_slope_is_fitted_over_the_second_half_only():
+    times = [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+    # A warm-up jump in the first half, then +1 MB every 10 s: 6 MB per minute.
+    values: list[float | None] = [50.0, 90.0, 100.0, 103.0, 104.0, 105.0, 106.0]
+    assert slope_mb_per_min(times, values) == pytest.approx(6.0)
+    assert slope_mb_per_min(times, [80.0] * 7) == pytest.approx(0.0)
+    # Samples of a process that was gone are skipped; too few left in the second half: no slope.
+    assert slope_mb_per_min(times, [80.0, 80.0, 80.0, None, None, None, 80.0]) is None
+    assert slope_mb_per_min([0.0, 1.0], [1.0, 2.0]) is None
+    assert slope_mb_per_min([], []) is None
+
+
+def test_sampler_sees_this_process_grow_and_counts_children_once():
+    assert (process_rss_mb(os.getpid()) or 0) > 0
+    assert process_rss_mb(2**22 + 12345) is None  # no such process
+    sampler = RssSampler({}, None, interval_s=60)
+    sampler._started = 0.0
+    sampler.sample()
+    held = b"x" * (64 * 1024 * 1024)  # written, so its pages are resident
+    sampler.sample()
+    start, end = sampler.series["load generator"]
+    assert end is not None and start is not None and end - start >= 48, (start, end)
+    del held
+    # As for PostgreSQL: the parent and each child, shared memory counted once.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        roles: Counter[str] = Counter()
+        found = postgres_rss(os.getpid(), roles)
+        assert found is not None
+        total, processes = found
+        assert processes >= 2 and total > (process_rss_mb(os.getpid()) or 0) - 1
+        # Children whose title is not a PostgreSQL backend's are counted as the server's own helpers.
+        assert roles["server"] == processes - 1
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+
+
+def test_sampler_thread_stops_with_the_block():
+    with RssSampler({"me": os.getpid()}, None, interval_s=0.05) as sampler:
+        pass
+    report = sampler.report()
+    assert not sampler._thread.is_alive()
+    assert report["processes"]["me"]["samples"] == len(report["t_s"]) >= 2

@@ -22,6 +22,8 @@ from fiscal.v1 import (
     counter_pb2_grpc,
     ledger_pb2,
     ledger_pb2_grpc,
+    payments_pb2,
+    payments_pb2_grpc,
     signing_pb2,
     signing_pb2_grpc,
     webhooks_pb2,
@@ -30,7 +32,7 @@ from fiscal.v1 import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stack import mesh_certs
-from stack.mesh import Mesh, MeshOptions
+from stack.mesh import SERVICES, Mesh, MeshOptions
 from stack.mesh_certs import IDENTITIES, MeshCertificates
 from tests.harness import provision
 
@@ -43,8 +45,10 @@ INTERNAL_CALLS = {
                ledger_pb2.GetChainHeadRequest(outlet_id=str(uuid.uuid4()), series="INV")),
     # An empty batch: stores nothing.
     "webhooks": (webhooks_pb2_grpc.WebhookIngestServiceStub, "PublishEvents", webhooks_pb2.PublishEventsRequest()),
+    "payments": (payments_pb2_grpc.PaymentOpsServiceStub, "GetCallbackStats", payments_pb2.GetCallbackStatsRequest()),
 }
-ALLOWED_IDENTITY = {"counter": "ledger", "signing": "ledger", "ledger": "counter", "webhooks": "ledger"}
+ALLOWED_IDENTITY = {"counter": "ledger", "signing": "ledger", "ledger": "counter", "webhooks": "ledger",
+                    "payments": "operator"}
 STUBS = {"SigningService": signing_pb2_grpc.SigningServiceStub, "CounterService": counter_pb2_grpc.CounterServiceStub,
          "InvoiceService": ledger_pb2_grpc.InvoiceServiceStub,
          "LedgerInternalService": ledger_pb2_grpc.LedgerInternalServiceStub,
@@ -78,7 +82,7 @@ def statement(**overrides) -> str:
     return "\n".join(fields.values())
 
 
-@pytest.mark.parametrize("service", ["counter", "signing", "ledger", "webhooks"])
+@pytest.mark.parametrize("service", [s for s in INTERNAL_CALLS if s in SERVICES])
 def test_a_client_without_a_mesh_certificate_is_refused(mesh, service, tmp_path):
     address = mesh.address(service)
     # The right identity gets an answer: what follows fails for the missing certificate alone.
@@ -99,6 +103,13 @@ def test_a_client_without_a_mesh_certificate_is_refused(mesh, service, tmp_path)
 
 
 AUTHENTICATE = ledger_pb2.AuthenticateApiKeyRequest(authorization="Bearer fk_admin_x")
+RECORD_PAYMENT = ledger_pb2.RecordPaymentRequest(
+    merchant_id=str(uuid.uuid4()), invoice_id=str(uuid.uuid4()),
+    payment=ledger_pb2.PaymentRecord(payment_id="p-1", method="mpesa", amount="1.00", currency="KES",
+                                     status="confirmed"))
+SEAL_FOR_PAYMENT = ledger_pb2.SealSaleForPaymentRequest(merchant_id=str(uuid.uuid4()),
+                                                        sale=ledger_pb2.SealInvoiceRequest(outlet_id=str(uuid.uuid4())))
+FIND_INVOICE = ledger_pb2.FindInvoiceRequest(merchant_id=str(uuid.uuid4()), invoice_id=str(uuid.uuid4()))
 PUBLISH = webhooks_pb2.PublishEventsRequest(events=[webhooks_pb2.OutboxEvent(
     event_id=str(uuid.uuid4()), event_type="invoice.sealed", merchant_id=str(uuid.uuid4()), data_json="{}")])
 
@@ -129,6 +140,21 @@ PUBLISH = webhooks_pb2.PublishEventsRequest(events=[webhooks_pb2.OutboxEvent(
     ("ledger", "counter", "LedgerInternalService", "AuthenticateApiKey", AUTHENTICATE),
     ("ledger", "gateway", "LedgerInternalService", "AuthenticateApiKey", AUTHENTICATE),
     ("ledger", "operator", "LedgerInternalService", "AuthenticateApiKey", AUTHENTICATE),
+    # Payments on invoices: recorded, looked up and sealed pay-first only by the payments service.
+    ("ledger", "gateway", "LedgerInternalService", "RecordPayment", RECORD_PAYMENT),
+    ("ledger", "webhooks", "LedgerInternalService", "RecordPayment", RECORD_PAYMENT),
+    ("ledger", "operator", "LedgerInternalService", "SealSaleForPayment", SEAL_FOR_PAYMENT),
+    ("ledger", "gateway", "LedgerInternalService", "SealSaleForPayment", SEAL_FOR_PAYMENT),
+    ("ledger", "counter", "LedgerInternalService", "FindInvoice", FIND_INVOICE),
+    ("ledger", "gateway", "LedgerInternalService", "FindInvoice", FIND_INVOICE),
+    # ... and the payments service makes no call but those (and AuthenticateApiKey, PublishEvents).
+    ("ledger", "payments", "InvoiceService", "ListKeys", ledger_pb2.ListKeysRequest()),
+    ("ledger", "payments", "LedgerInternalService", "GetChainHead",
+     ledger_pb2.GetChainHeadRequest(outlet_id="o-1", series="INV")),
+    ("signing", "payments", "SigningService", "Sign", signing_pb2.SignRequest(statement=statement())),
+    ("counter", "payments", "CounterService", "Allocate",
+     counter_pb2.AllocateRequest(outlet_id="o-1", series="INV", holder="x")),
+    ("webhooks", "payments", "WebhookService", "ListWebhookEndpoints", webhooks_pb2.ListWebhookEndpointsRequest()),
     # Events come only from the producers' outbox relays; the public webhook API only through Envoy.
     ("webhooks", "counter", "WebhookIngestService", "PublishEvents", PUBLISH),
     ("webhooks", "gateway", "WebhookIngestService", "PublishEvents", PUBLISH),
@@ -185,6 +211,46 @@ def test_authenticate_api_key_tells_the_webhooks_service_who_a_key_is_uncached(m
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_the_payments_identity_reaches_the_ledgers_payment_calls(mesh):
+    """The calls refused to everyone else above answer the payments service (an unknown merchant's
+    invoice is simply not found)."""
+    with mesh.channel("ledger", "payments") as channel:
+        ledger = ledger_pb2_grpc.LedgerInternalServiceStub(channel)
+        assert ledger.FindInvoice(FIND_INVOICE, timeout=5).found is False
+        assert rpc_error(lambda: ledger.RecordPayment(RECORD_PAYMENT, timeout=5)).code() == grpc.StatusCode.NOT_FOUND
+        assert rpc_error(lambda: ledger.SealSaleForPayment(SEAL_FOR_PAYMENT, timeout=5)).code() \
+            == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_gateway_routes_payments_and_raw_provider_callbacks_to_the_payments_service(mesh):
+    """Envoy transcodes a provider's raw JSON into the callback's google.api.HttpBody field: a callback
+    with a token no merchant has reaches the payments service, which refuses and counts it."""
+    import httpx
+
+    def forged_count() -> int:
+        with mesh.channel("payments", "operator") as channel:
+            stats = payments_pb2_grpc.PaymentOpsServiceStub(channel).GetCallbackStats(
+                payments_pb2.GetCallbackStatsRequest(), timeout=5)
+        return sum(c.count for c in stats.counts if (c.provider, c.outcome) == ("mpesa", "forged_token"))
+
+    before = forged_count()
+    body = {"Body": {"stkCallback": {"MerchantRequestID": "29115-34620561-1", "CheckoutRequestID": "ws_CO_1",
+                                     "ResultCode": 1032, "ResultDesc": "Request cancelled by user"}}}
+    with httpx.Client(base_url=mesh.gateway_url, timeout=10) as client:
+        answer = client.post(f"/v1/callbacks/mpesa/{'x' * 43}/stk", content=json.dumps(body),
+                             headers={"content-type": "application/json"})
+        assert answer.status_code == 403, answer.text
+        assert answer.headers["content-type"].startswith("application/json")
+        assert forged_count() == before + 1
+        # The public API is routed too (and wants an API key).
+        assert client.get("/v1/payments").status_code == 401
+        # The operator's statistics are not public.
+        # Envoy answers a gRPC request's local 404 the gRPC way: HTTP 200, grpc-status 12 (UNIMPLEMENTED).
+        ops = client.post("/fiscal.v1.PaymentOpsService/GetCallbackStats", content=b"",
+                          headers={"content-type": "application/grpc"})
+        assert ops.headers.get("grpc-status") not in (None, "0"), (ops.status_code, ops.headers)
+
+
 def test_rotate_key_only_by_the_operator_and_at_most_once_per_interval(mesh):
     with mesh.channel("signing", "operator") as channel:
         signing = signing_pb2_grpc.SigningServiceStub(channel)
@@ -238,7 +304,10 @@ def test_sign_refuses_anything_but_a_checkable_statement(mesh):
 
 def test_each_service_role_can_use_only_its_own_schema(mesh):
     own_table = {"counter": "counter.counters", "signing": "signing.keys", "ledger": "ledger.invoices",
-                 "webhooks": "webhooks.endpoints"}
+                 "webhooks": "webhooks.endpoints", "payments": "payments.payments"}
+    own_table = {service: table for service, table in own_table.items() if service in SERVICES}
+    # The ledger's record of payments is the ledger's: the payments role reaches it only through the API.
+    own_table["ledger"] = "ledger.invoice_payments"
     for service, table in own_table.items():
         with psycopg.connect(mesh.service_database_url(service), autocommit=True) as conn:
             assert conn.execute("SELECT current_user").fetchone()[0] == f"fiscal_{service}"
@@ -268,7 +337,16 @@ def test_another_services_secret_is_blanked_even_from_the_callers_environment(me
         assert env["FISCAL_PKCS11_PIN"] == env["FISCAL_SOFT_KEYSTORE_PASSPHRASE"] == "", service
     for service in ("counter", "signing", "ledger"):
         assert mesh.service_env(service)["FISCAL_WEBHOOK_SECRET_KEY"] == "", service
+    monkeypatch.setenv("FISCAL_PAYMENTS_SECRET_KEY", "operator-shell-payments-key-of-32-characters")
+    monkeypatch.setenv("FISCAL_MPESA_DEFAULT_CREDENTIALS", '{"consumer_secret": "operator-shell"}')
+    for service in ("counter", "signing", "ledger", "webhooks"):
+        env = mesh.service_env(service)
+        assert env["FISCAL_PAYMENTS_SECRET_KEY"] == env["FISCAL_MPESA_DEFAULT_CREDENTIALS"] == "", service
     stored = json.loads((mesh.data_dir / "secrets.json").read_text())
+    if "payments" in SERVICES:
+        payments_key = mesh.service_env("payments")["FISCAL_PAYMENTS_SECRET_KEY"]
+        assert payments_key == stored["FISCAL_PAYMENTS_SECRET_KEY"]
+        assert len(base64.urlsafe_b64decode(payments_key)) == 32
     assert mesh.service_env("signing")["FISCAL_SOFT_KEYSTORE_PASSPHRASE"] == stored["FISCAL_SOFT_KEYSTORE_PASSPHRASE"]
     assert mesh.service_env("webhooks")["FISCAL_WEBHOOK_SECRET_KEY"] == stored["FISCAL_WEBHOOK_SECRET_KEY"]
 
@@ -287,6 +365,19 @@ def test_secrets_reach_only_the_service_that_needs_them(mesh):
         assert "FISCAL_PKCS11_PIN" not in environs[service]
     for service in ("counter", "signing", "ledger"):
         assert webhook_key not in "\0".join(f"{k}={v}" for k, v in environs[service].items()), service
+    if "payments" in SERVICES:
+        payments_key = stored["FISCAL_PAYMENTS_SECRET_KEY"]
+        environs["payments"] = process_environ(mesh.processes["payments"][0].popen.pid)
+        assert environs["payments"]["FISCAL_PAYMENTS_SECRET_KEY"] == payments_key
+        for service, environ in environs.items():
+            flat = "\0".join(f"{k}={v}" for k, v in environ.items())
+            if service != "payments":
+                assert payments_key not in flat, service
+                assert environ.get("FISCAL_MPESA_DEFAULT_CREDENTIALS", "") == "", service
+            if service != "signing":
+                assert passphrase not in flat, service
+            if service != "webhooks":
+                assert webhook_key not in flat, service
     for service, environ in environs.items():
         # Its own database role, and its own certificate.
         assert f"fiscal_{service}:" in environ["DATABASE_URL"], service

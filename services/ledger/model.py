@@ -190,6 +190,102 @@ class InvoiceBody:
 _CREDIT_NOTE_ONLY = {"original_invoice_id", "original_fiscal_number", "reason"}
 
 
+# --- payments recorded after the sale (issue #9): a view over the body, never part of it ---------------
+
+PAYMENT_PROVIDERS = ("mpesa", "airtel_money", "orange_money")
+RECORDED_STATUSES = ("pending", "confirmed", "failed", "cancelled", "expired")
+
+
+@dataclass(frozen=True)
+class RecordedPayment:
+    """A mobile-money payment the payments service recorded against a sale (ledger.invoice_payments),
+    sealed or not yet: it is matched to its invoice by (outlet_id, client_invoice_id)."""
+
+    payment_id: str
+    merchant_id: str
+    outlet_id: str
+    client_invoice_id: str
+    invoice_id: str | None
+    method: str
+    provider_reference: str
+    amount: Decimal
+    currency: str
+    phone_masked: str
+    status: str
+    confirmed_at: datetime | None
+    amount_mismatch: bool
+
+
+@dataclass(frozen=True)
+class PaymentLineView:
+    """One line of an invoice's `payments` as answered: declared in the sale (only method, amount and
+    reference) or recorded afterwards (with its payment id, status, masked phone...)."""
+
+    method: str
+    amount: str
+    reference: str = ""
+    payment_id: str = ""
+    status: str = ""
+    phone_masked: str = ""
+    confirmed_at: datetime | None = None
+    amount_mismatch: bool = False
+
+
+@dataclass(frozen=True)
+class PaymentView:
+    lines: tuple[PaymentLineView, ...]
+    payment_status: str
+
+
+def payment_view(body: InvoiceBody, recorded: list[RecordedPayment], refunded: Decimal, decimals: int
+                 ) -> PaymentView:
+    """An invoice's payments and payment_status as of now: the payments its sale declared plus those
+    recorded since, and the credit notes against it. The signed body is read, never changed.
+
+    A declared payment with the same method and reference as a recorded one (its provider reference, or
+    its payment id when it has none) is the same payment (a pay-first sale is sealed with its confirmed
+    payment in it, and the payment is recorded as well): it is shown and counted once, as the recorded
+    line. Only confirmed recorded payments count, at the
+    amount the provider confirmed. Status: refunded when credit notes refund the whole total, else
+    unpaid / partially_paid / paid / overpaid by what was paid against the total. A credit note keeps
+    its own ("refund")."""
+    remaining = list(recorded)  # in the order they were first recorded
+    lines: list[PaymentLineView] = []
+    paid = Decimal(0)
+    for declared in body.payments:
+        match = next((p for p in remaining if declared.reference and p.method == declared.method
+                      and (p.provider_reference or p.payment_id) == declared.reference), None)
+        if match is None:
+            lines.append(PaymentLineView(declared.method, declared.amount, declared.reference))
+            paid += Decimal(declared.amount)
+        else:
+            remaining.remove(match)
+            lines.append(_recorded_line(match, decimals))
+            paid += match.amount if match.status == "confirmed" else Decimal(0)
+    for payment in remaining:
+        lines.append(_recorded_line(payment, decimals))
+        paid += payment.amount if payment.status == "confirmed" else Decimal(0)
+    total = Decimal(body.total)
+    if body.kind != "invoice":
+        status = body.payment_status
+    elif refunded > 0 and refunded >= total:
+        status = "refunded"
+    elif paid <= 0:
+        status = "unpaid"
+    elif paid < total:
+        status = "partially_paid"
+    else:
+        status = "paid" if paid == total else "overpaid"
+    return PaymentView(tuple(lines), status)
+
+
+def _recorded_line(payment: RecordedPayment, decimals: int) -> PaymentLineView:
+    amount = payment.amount.quantize(Decimal(1).scaleb(-decimals))
+    return PaymentLineView(payment.method, f"{amount:.{decimals}f}", payment.provider_reference,
+                           payment.payment_id, payment.status, payment.phone_masked, payment.confirmed_at,
+                           payment.amount_mismatch)
+
+
 @dataclass(frozen=True)
 class OutboxEvent:
     event_id: str

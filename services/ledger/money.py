@@ -12,16 +12,8 @@ import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, InvalidOperation, Overflow
 
+from services.runtime.currencies import MINOR_UNITS  # shared with payments
 from services.runtime.faults import InvalidArgument
-
-# ISO 4217 minor units of the currencies we expect to serve; anything else is refused rather than guessed.
-MINOR_UNITS: dict[str, int] = {
-    "KES": 2, "CDF": 2, "USD": 2, "EUR": 2, "NGN": 2, "GHS": 2, "ZAR": 2, "TZS": 2, "MAD": 2, "ETB": 2,
-    "EGP": 2, "ZMW": 2, "MWK": 2, "MZN": 2, "AOA": 2, "BWP": 2, "NAD": 2, "SCR": 2, "MUR": 2, "SSP": 2,
-    "SDG": 2, "LRD": 2, "SLE": 2, "GMD": 2, "CVE": 2, "STN": 2, "ERN": 2, "SZL": 2, "LSL": 2, "MGA": 2,
-    "TND": 3, "LYD": 3,
-    "XOF": 0, "XAF": 0, "UGX": 0, "RWF": 0, "BIF": 0, "GNF": 0, "KMF": 0, "DJF": 0,
-}
 
 # The limits (docs/api.md "Limits"). Amounts are in major units of the currency. The ledger stores
 # totals as NUMERIC(20, 3) (< 10^17): every amount below MAX_AMOUNT fits with room to spare.

@@ -263,6 +263,10 @@ class Sealer:
         if existing is not None:
             raise _AlreadySealed(existing)
 
+    def check_sale(self, outlet: Outlet, request: SaleRequest) -> dict:
+        """The body seal_invoice would seal for this sale (validated, priced, totalled): no number, no signature."""
+        return self._validate_sale(outlet, request)
+
     def _validate_sale(self, outlet: Outlet, request: SaleRequest) -> dict:
         require_identifier(request.pos_terminal_id, "pos_terminal_id")
         require_identifier(request.cashier_id, "cashier_id")

@@ -10,7 +10,8 @@ from fiscal.v1 import ledger_pb2, ledger_pb2_grpc
 
 from services.ledger import receipt
 from services.ledger.access import Principal, bearer_token, hash_api_key
-from services.ledger.model import InvoiceFilter, InvoiceRecord
+from services.ledger.invoice_payments import PaymentInput
+from services.ledger.model import InvoiceFilter, InvoiceRecord, PaymentView
 from services.ledger.money import MAX_AMOUNT_TEXT
 from services.ledger.page_tokens import PageTokens
 from services.ledger.request_bounds import (
@@ -43,7 +44,19 @@ def _authorization(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-def invoice_message(record: InvoiceRecord, public_url: str) -> ledger_pb2.Invoice:
+def _payment_lines(body, view: PaymentView | None) -> list[ledger_pb2.PaymentLine]:
+    if view is None:  # the sale's own payments, as sealed
+        return [ledger_pb2.PaymentLine(method=p.method, amount=p.amount, reference=p.reference) for p in body.payments]
+    return [ledger_pb2.PaymentLine(method=l.method, amount=l.amount, reference=l.reference, payment_id=l.payment_id,
+                                   status=l.status, phone_masked=l.phone_masked,
+                                   confirmed_at=_timestamp(l.confirmed_at) if l.confirmed_at else None,
+                                   amount_mismatch=l.amount_mismatch)
+            for l in view.lines]
+
+
+def invoice_message(record: InvoiceRecord, public_url: str, view: PaymentView | None = None) -> ledger_pb2.Invoice:
+    """The invoice as answered. `view`: its payments and payment_status as of now (payments recorded
+    after the sale, refunds); None: as sealed (the seal path's answer, which costs no extra query)."""
     body = record.invoice_body()
     statement = receipt.Statement(record.fiscal_number, body.fiscal_authority_id, body.sealed_at,
                                   body.total, body.currency, receipt.b64url(record.body_digest))
@@ -58,9 +71,8 @@ def invoice_message(record: InvoiceRecord, public_url: str) -> ledger_pb2.Invoic
                                         taxable_amount=t.taxable_amount, tax_amount=t.tax_amount,
                                         gross_amount=t.gross_amount) for t in body.tax_totals],
         total_taxable=body.total_taxable, total_tax=body.total_tax, total=body.total,
-        payments=[ledger_pb2.PaymentLine(method=p.method, amount=p.amount, reference=p.reference)
-                  for p in body.payments],
-        payment_status=body.payment_status, buyer=ledger_pb2.Buyer(**body.buyer),
+        payments=_payment_lines(body, view),
+        payment_status=view.payment_status if view else body.payment_status, buyer=ledger_pb2.Buyer(**body.buyer),
         sold_at=_timestamp(record.sold_at), original_invoice_id=record.original_invoice_id or "",
         reason=body.reason or "", created_at=_timestamp(record.created_at or record.sealed_at),
         fiscal=ledger_pb2.FiscalBlock(
@@ -107,6 +119,24 @@ def _parse_page_token(tokens: PageTokens, where: InvoiceFilter, token: str) -> i
     return tokens.read(where, token) if token else None
 
 
+def sale_request(request: ledger_pb2.SealInvoiceRequest) -> SaleRequest:
+    return SaleRequest(
+        outlet_id=request.outlet_id, client_invoice_id=request.client_invoice_id,
+        pos_terminal_id=request.pos_terminal_id, cashier_id=request.cashier_id, currency=request.currency,
+        lines=_lines(request.lines),
+        payments=[Payment(p.method, p.amount, p.reference) for p in request.payments],
+        buyer={k: v for k, v in (("name", request.buyer.name), ("tax_id", request.buyer.tax_id),
+                                 ("phone", request.buyer.phone), ("email", request.buyer.email)) if v},
+        sold_at=request.sold_at,
+    )
+
+
+async def invoice_messages(ledger, records: list[InvoiceRecord]) -> list[ledger_pb2.Invoice]:
+    """Invoices with their payments as of now: one query for the whole page, whatever its size."""
+    views = await ledger.payments.views(records)
+    return [invoice_message(r, ledger.public_url, view) for r, view in zip(records, views, strict=True)]
+
+
 class InvoiceServicer(ledger_pb2_grpc.InvoiceServiceServicer):
     def __init__(self, ledger):
         self.ledger = ledger  # services.ledger.wiring.Ledger: the sealer, the store and the caches
@@ -117,16 +147,9 @@ class InvoiceServicer(ledger_pb2_grpc.InvoiceServiceServicer):
     @handles_faults
     async def SealInvoice(self, request, context):
         principal = await self._principal(context)
-        sale = SaleRequest(
-            outlet_id=request.outlet_id, client_invoice_id=request.client_invoice_id,
-            pos_terminal_id=request.pos_terminal_id, cashier_id=request.cashier_id, currency=request.currency,
-            lines=_lines(request.lines),
-            payments=[Payment(p.method, p.amount, p.reference) for p in request.payments],
-            buyer={k: v for k, v in (("name", request.buyer.name), ("tax_id", request.buyer.tax_id),
-                                     ("phone", request.buyer.phone), ("email", request.buyer.email)) if v},
-            sold_at=request.sold_at,
-        )
-        record = await self.ledger.sealer.seal_invoice(principal, sale)
+        record = await self.ledger.sealer.seal_invoice(principal, sale_request(request))
+        # As sealed: payments recorded meanwhile show on reads (GetInvoice, ListInvoices), not here, so
+        # the seal path pays no extra query.
         return invoice_message(record, self.ledger.public_url)
 
     @handles_faults
@@ -146,7 +169,8 @@ class InvoiceServicer(ledger_pb2_grpc.InvoiceServiceServicer):
         record = await self.ledger.store.invoice(principal.merchant_id, invoice_id)
         if record is None or (principal.outlet_id and record.outlet_id != principal.outlet_id):
             raise NotFound(f"invoice {invoice_id} not found")
-        return invoice_message(record, self.ledger.public_url)
+        [message] = await invoice_messages(self.ledger, [record])
+        return message
 
     @handles_faults
     async def ListInvoices(self, request, context):
@@ -174,7 +198,7 @@ class InvoiceServicer(ledger_pb2_grpc.InvoiceServiceServicer):
         records, next_seq = await self.ledger.store.list_invoices(
             where, page_size, _parse_page_token(tokens, where, request.page_token))
         return ledger_pb2.ListInvoicesResponse(
-            invoices=[invoice_message(r, self.ledger.public_url) for r in records],
+            invoices=await invoice_messages(self.ledger, records),
             next_page_token=_page_token(tokens, where, next_seq))
 
     @handles_faults
@@ -291,3 +315,48 @@ class LedgerInternalServicer(ledger_pb2_grpc.LedgerInternalServiceServicer):
             key_id=principal.key_id, merchant_id=principal.merchant_id, scope=principal.scope,
             outlet_id=principal.outlet_id or "",
             merchant_outlet_ids=await self.ledger.store.merchant_outlet_ids(principal.merchant_id))
+
+    @handles_faults
+    async def RecordPayment(self, request, context):
+        recorded = await self.ledger.payments.record(request.merchant_id, request.outlet_id, request.invoice_id,
+                                                     request.client_invoice_id, _payment_input(request.payment))
+        if recorded.invoice is None:
+            return ledger_pb2.RecordPaymentResponse(invoice_found=False)
+        return ledger_pb2.RecordPaymentResponse(invoice_found=True, invoice_id=recorded.invoice.id,
+                                                payment_status=recorded.view.payment_status if recorded.view else "")
+
+    @handles_faults
+    async def SealSaleForPayment(self, request, context):
+        if not request.HasField("sale"):
+            raise InvalidArgument("sale is required", field="sale")
+        record = await self.ledger.payments.seal_sale(request.merchant_id, sale_request(request.sale),
+                                                      _payment_input(request.payment))
+        [message] = await invoice_messages(self.ledger, [record])
+        return message
+
+    @handles_faults
+    async def FindInvoice(self, request, context):
+        record = await self.ledger.payments.find(request.merchant_id, request.outlet_id, request.invoice_id,
+                                                 request.client_invoice_id)
+        if record is None:
+            return ledger_pb2.FoundInvoice(found=False)
+        return ledger_pb2.FoundInvoice(found=True, invoice_id=record.id, outlet_id=record.outlet_id,
+                                       client_invoice_id=record.client_invoice_id,
+                                       total=record.invoice_body().total, currency=record.currency, kind=record.kind)
+
+
+    @handles_faults
+    async def CheckSale(self, request, context):
+        if not request.HasField("sale"):
+            raise InvalidArgument("sale is required", field="sale")
+        checked = await self.ledger.payments.check_sale(request.merchant_id, sale_request(request.sale),
+                                                        _payment_input(request.payment))
+        return ledger_pb2.CheckedSale(total=checked.total, currency=checked.currency, amount_due=checked.amount_due)
+
+
+def _payment_input(payment: ledger_pb2.PaymentRecord) -> PaymentInput:
+    return PaymentInput(
+        payment_id=payment.payment_id, method=payment.method, provider_reference=payment.provider_reference,
+        amount=payment.amount, currency=payment.currency, phone_masked=payment.phone_masked, status=payment.status,
+        confirmed_at=payment.confirmed_at.ToDatetime(tzinfo=UTC) if payment.HasField("confirmed_at") else None,
+        amount_mismatch=payment.amount_mismatch)

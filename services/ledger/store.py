@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID, insert
@@ -20,6 +21,7 @@ from services.ledger.model import (
     InvoiceRecord,
     OutboxEvent,
     Outlet,
+    RecordedPayment,
 )
 from services.ledger.money import TaxGroup
 
@@ -127,6 +129,25 @@ outbox = sa.Table(
     sa.Column("published_at", sa.DateTime(timezone=True)),
 )
 
+invoice_payments = sa.Table(
+    "invoice_payments", metadata,  # migration 0004: payments recorded after the sale (issue #9)
+    sa.Column("payment_id", sa.Text, primary_key=True),
+    sa.Column("merchant_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("outlet_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("client_invoice_id", sa.Text, nullable=False),
+    sa.Column("invoice_id", UUID(as_uuid=False)),
+    sa.Column("method", sa.Text, nullable=False),
+    sa.Column("provider_reference", sa.Text, nullable=False),
+    sa.Column("amount", sa.Numeric(20, 3), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("phone_masked", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("confirmed_at", sa.DateTime(timezone=True)),
+    sa.Column("amount_mismatch", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
 _INVOICE_COLUMNS = [c for c in invoices.c if c.name != "seq"]
 
 
@@ -135,6 +156,34 @@ def _invoice(row) -> InvoiceRecord:
     for name in ("request_hash", "body_digest", "prev_hash", "hash", "signature"):
         data[name] = bytes(data[name])
     return InvoiceRecord(**data)
+
+
+_PAYMENT_FIELDS = ("payment_id", "merchant_id", "outlet_id", "client_invoice_id", "invoice_id", "method",
+                   "provider_reference", "amount", "currency", "phone_masked", "status", "confirmed_at",
+                   "amount_mismatch")
+
+# A page's recorded payments (index invoice_payments_sale) and credit-note refunds (index
+# invoices_original) in one round trip. Payments come in the order they were first recorded.
+_PAYMENTS_AND_REFUNDS = sa.text("""
+    SELECT 'payment' AS part, p.payment_id, p.merchant_id::text AS merchant_id, p.outlet_id::text AS outlet_id,
+           p.client_invoice_id, p.invoice_id::text AS invoice_id, p.method, p.provider_reference, p.amount,
+           p.currency, p.phone_masked, p.status, p.confirmed_at, p.amount_mismatch,
+           NULL::text AS original_invoice_id, p.created_at AS sort_at
+    FROM ledger.invoice_payments p
+    WHERE (p.outlet_id, p.client_invoice_id) IN (
+        SELECT * FROM unnest(CAST(:outlets AS uuid[]), CAST(:client_ids AS text[])))
+    UNION ALL
+    SELECT 'refund', NULL, NULL, NULL, NULL, NULL, NULL, NULL, sum(n.total), NULL, NULL, NULL, NULL, NULL,
+           n.original_invoice_id::text, NULL
+    FROM ledger.invoices n
+    WHERE n.original_invoice_id = ANY(CAST(:invoice_ids AS uuid[]))
+    GROUP BY n.original_invoice_id
+    ORDER BY sort_at NULLS LAST, payment_id
+""")
+
+
+def _recorded_payment(row) -> RecordedPayment:
+    return RecordedPayment(**{name: row._mapping[name] for name in _PAYMENT_FIELDS})
 
 
 def _insert_sealed_sql() -> sa.TextClause:
@@ -350,6 +399,51 @@ class LedgerStore:
                  .group_by(invoices.c.series))
         async with self.engine.connect() as conn:
             return {row[0]: row[1] for row in (await conn.execute(query)).all()}
+
+    # --- payments recorded against invoices (issue #9) ------------------------------------------------
+
+    async def record_payment(self, payment: RecordedPayment) -> None:
+        """Insert or update one payment by its id. A later status replaces an earlier one, except that a
+        confirmed payment stays confirmed (money arrived; a late or replayed older status changes
+        nothing). The row stays the merchant's it was first recorded for."""
+        values = {c: getattr(payment, c) for c in (
+            "payment_id", "merchant_id", "outlet_id", "client_invoice_id", "invoice_id", "method",
+            "provider_reference", "amount", "currency", "phone_masked", "status", "confirmed_at",
+            "amount_mismatch")}
+        changed = {name: values[name] for name in (
+            "invoice_id", "provider_reference", "amount", "phone_masked", "status", "confirmed_at",
+            "amount_mismatch")}
+        # An invoice found later is kept; an invoice id never goes back to unknown.
+        changed["invoice_id"] = sa.func.coalesce(insert(invoice_payments).excluded.invoice_id,
+                                                 invoice_payments.c.invoice_id)
+        statement = insert(invoice_payments).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[invoice_payments.c.payment_id],
+            set_={**changed, "updated_at": sa.func.now()},
+            where=(invoice_payments.c.merchant_id == statement.excluded.merchant_id)
+            & ((invoice_payments.c.status != "confirmed") | (statement.excluded.status == "confirmed")))
+        async with self.engine.begin() as conn:
+            await conn.execute(statement)
+
+    async def payments_and_refunds(self, records: list[InvoiceRecord]
+                                   ) -> tuple[dict[tuple[str, str], list[RecordedPayment]], dict[str, Decimal]]:
+        """For a page of invoices, in one query (both parts indexed): the payments recorded against each
+        sale by (outlet_id, client_invoice_id), and what credit notes refunded of each invoice by id."""
+        if not records:
+            return {}, {}
+        invoice_ids = [r.id for r in records if r.kind == "invoice"]
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(_PAYMENTS_AND_REFUNDS, {
+                "outlets": [r.outlet_id for r in records], "client_ids": [r.client_invoice_id for r in records],
+                "invoice_ids": invoice_ids})).all()
+        payments: dict[tuple[str, str], list[RecordedPayment]] = {}
+        refunded: dict[str, Decimal] = {}
+        for row in rows:
+            if row.part == "refund":
+                refunded[row.original_invoice_id] = Decimal(row.amount)
+            else:
+                payments.setdefault((row.outlet_id, row.client_invoice_id), []).append(_recorded_payment(row))
+        return payments, refunded
 
     # --- terminals ----------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from fiscal.v1 import counter_pb2, counter_pb2_grpc, ledger_pb2, ledger_pb2_grpc, signing_pb2, signing_pb2_grpc
 
 from services.ledger.access import Principal, bearer_token, hash_api_key
+from services.ledger.invoice_payments import InvoicePayments
 from services.ledger.page_tokens import PageTokens
 from services.ledger.public_keys import PublicKeyDirectory
 from services.ledger.sealing import Lease, Sealer, utcnow
@@ -37,10 +38,13 @@ DEFAULT_PORT = 7103
 
 # Which mesh identities may call which method (services/runtime/mesh_tls.py): the public API only
 # through the gateway (Envoy), the chain head only to the counter, API key look-ups only to the other
-# public services (which get the caller's Authorization header from the gateway).
+# public services (which get the caller's Authorization header from the gateway), payments on invoices
+# only to the payments service.
 ALLOWED_CALLERS: dict[str, set[str]] = {
     "/fiscal.v1.LedgerInternalService/GetChainHead": {"counter"},
     "/fiscal.v1.LedgerInternalService/AuthenticateApiKey": {"webhooks", "payments"},
+    **{f"/fiscal.v1.LedgerInternalService/{name}": {"payments"}
+       for name in ("RecordPayment", "SealSaleForPayment", "FindInvoice", "CheckSale")},
     **{f"/{method.containing_service.full_name}/{method.name}": {"gateway"}
        for name in ("InvoiceService", "TerminalService")
        for method in ledger_pb2.DESCRIPTOR.services_by_name[name].methods},
@@ -202,6 +206,7 @@ class Ledger:
         self.sealer = Sealer(store, counter, signing, authority_id=self.authority_id, public_url=self.public_url,
                              outlets=self.outlet, clock=wall_clock(), after_insert=pause_after_insert_hook(),
                              before_insert=hold_before_insert_hook())
+        self.payments = InvoicePayments(store, self.sealer)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         key_hash = hash_api_key(bearer_token(authorization))

@@ -1,6 +1,6 @@
-"""One PostgreSQL role per service (fiscal_counter, fiscal_signing, fiscal_ledger, fiscal_webhooks): it may
-read and write the tables of its own schema and nothing else (no USAGE on the other services' schemas, no
-CREATE anywhere), so a compromised counter cannot read signing.keys.
+"""One PostgreSQL role per service (fiscal_counter, fiscal_signing, fiscal_ledger, fiscal_webhooks,
+fiscal_payments): it may read and write the tables of its own schema and nothing else (no USAGE on the
+other services' schemas, no CREATE anywhere), so a compromised counter cannot read signing.keys.
 
 Migrations run as the database owner (admin) and call `grant_service_role` after every upgrade, so new
 tables are granted too. The services then connect as their role and do not migrate themselves.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, make_url
 
-SERVICE_SCHEMAS = ("counter", "signing", "ledger", "webhooks")
+SERVICE_SCHEMAS = ("counter", "signing", "ledger", "webhooks", "payments")
 
 
 def service_role(service: str) -> str:

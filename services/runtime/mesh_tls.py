@@ -3,7 +3,7 @@ and every server checks, per call, which service is calling.
 
 A service's identity is in its certificate: the SAN URI spiffe://fiscal.local/<identity> (and the CN
 and a SAN DNS name <identity>, which clients verify the server against). Identities: counter, signing,
-ledger, webhooks, gateway (Envoy, upstream), operator (the `fiscal` CLI's admin calls).
+ledger, webhooks, payments, gateway (Envoy, upstream), operator (the `fiscal` CLI's admin calls).
 
 Environment (paths, e.g. mounted from a Kubernetes secret):
   FISCAL_TLS_CERT: this process's certificate (PEM), FISCAL_TLS_KEY: its private key (PEM),

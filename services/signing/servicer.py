@@ -8,9 +8,15 @@ import structlog
 from fiscal.v1 import signing_pb2, signing_pb2_grpc
 
 from services.runtime.grpc_errors import handles_faults
+from services.runtime.mesh_tls import peer_identity
 from services.runtime.timestamps import to_timestamp as _timestamp
 from services.signing.keys import ALGORITHM, CURVE, KeyManager, KeyRecord
-from services.signing.statement import StatementRules, checked_statement_digest, checked_statement_digests
+from services.signing.statement import (
+    StatementRules,
+    checked_export_statement_digest,
+    checked_statement_digest,
+    checked_statement_digests,
+)
 
 log = structlog.get_logger()
 
@@ -30,7 +36,11 @@ class SigningServicer(signing_pb2_grpc.SigningServiceServicer):
 
     @handles_faults
     async def Sign(self, request, context):
-        digest = checked_statement_digest(request.statement, self.statement_rules)
+        # The ledger signs receipts; the operator signs audit packages (`fiscal export`), never a receipt.
+        if peer_identity(context) == "operator":
+            digest = checked_export_statement_digest(request.statement, self.statement_rules)
+        else:
+            digest = checked_statement_digest(request.statement, self.statement_rules)
         signature, key = await self.manager.sign(digest)
         return signing_pb2.SignResponse(signature=signature, key_id=key.kid, algorithm=ALGORITHM)
 

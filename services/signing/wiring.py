@@ -44,7 +44,7 @@ DEFAULT_PKCS11_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 # Which mesh identities may call which method (services/runtime/mesh_tls.py): the ledger signs and
 # publishes keys; only an operator rotates keys or reads the HSM's state.
 ALLOWED_CALLERS = {
-    "/fiscal.v1.SigningService/Sign": {"ledger"},
+    "/fiscal.v1.SigningService/Sign": {"ledger", "operator"},  # operator: export statements only (servicer)
     "/fiscal.v1.SigningService/SignBatch": {"ledger"},
     "/fiscal.v1.SigningService/ListPublicKeys": {"ledger", "operator"},
     "/fiscal.v1.SigningService/RotateKey": {"operator"},

@@ -1,14 +1,12 @@
 """The webhooks service's gRPC layer: authentication, scope checks, bounds, protobuf in and out.
 
 Public calls (WebhookService, from the gateway) carry the caller's `authorization` metadata: the ledger
-says whose key it is (principal.py). Every query is filtered by the key's merchant, so another
+says whose key it is (services/runtime/api_key_principal.py). Every query is filtered by the key's merchant, so another
 merchant's endpoint or delivery id is NOT_FOUND, exactly like an id that does not exist.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import uuid
 from datetime import UTC, datetime
@@ -17,20 +15,20 @@ import grpc
 import structlog
 from fiscal.v1 import webhooks_pb2, webhooks_pb2_grpc
 
+from services.runtime.api_key_principal import ApiKeyAuthenticator, Principal
 from services.runtime.faults import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.grpc_errors import handles_faults
+from services.runtime.position_tokens import page_token, parse_page_token
 from services.runtime.secret_box import SecretBox
 from services.runtime.timestamps import to_timestamp as _timestamp
 from services.webhooks import endpoint_rules as rules
 from services.webhooks.address_guard import AddressPolicy, ParsedUrl, Resolver, check_url, resolve_and_check
 from services.webhooks.event_types import EVENT_TYPES, TEST_EVENT, bounded_envelope_bytes, envelope_bytes
-from services.webhooks.principal import ApiKeyAuthenticator, Principal
 from services.webhooks.signatures import new_secret
 from services.webhooks.store import Delivery, Endpoint, NewEvent, WebhookStore
 
 log = structlog.get_logger()
 
-MAX_PAGE_TOKEN_LENGTH = 32
 MAX_EVENTS_PER_PUBLISH = 500
 MAX_MERCHANT_ID_LENGTH = 128
 MAX_OUTLET_ID_LENGTH = 128
@@ -42,28 +40,6 @@ def _authorization(context: grpc.aio.ServicerContext) -> str | None:
             return value if isinstance(value, str) else None
     return None
 
-
-def page_token(seq: int) -> str:
-    """Opaque to clients: base64url of the last row's position. Every listing filters by the caller's
-    merchant, so a forged token only moves within the caller's own data."""
-    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
-
-
-def parse_page_token(token: str) -> int | None:
-    if not token:
-        return None
-    try:
-        if len(token) > MAX_PAGE_TOKEN_LENGTH or not token.isascii():
-            raise ValueError
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-        if not text.isdigit():
-            raise ValueError
-        seq = int(text)
-        if not 0 < seq < 2**63:
-            raise ValueError
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not one this API returned", field="page_token") from None
-    return seq
 
 
 def endpoint_message(endpoint: Endpoint, secret: str = "") -> webhooks_pb2.WebhookEndpoint:

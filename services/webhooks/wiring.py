@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 import grpc
 from fiscal.v1 import webhooks_pb2, webhooks_pb2_grpc
 
+from services.runtime.api_key_principal import MAX_CACHE_SECONDS, ApiKeyAuthenticator
 from services.runtime.channels import open_channel
 from services.runtime.config import env_float, env_int, env_str
 from services.runtime.database import create_engine, migrate
@@ -35,7 +36,6 @@ from services.runtime.secret_box import SecretBox
 from services.runtime.server import Mounted, rpc_timeout, run_service
 from services.webhooks.address_guard import AddressPolicy
 from services.webhooks.engine import DeliveryEngine, FailingEndpointDisabler
-from services.webhooks.principal import MAX_CACHE_SECONDS, ApiKeyAuthenticator
 from services.webhooks.retry_policy import RetryPolicy
 from services.webhooks.sender import Sender
 from services.webhooks.servicer import WebhookIngestServicer, WebhookServicer

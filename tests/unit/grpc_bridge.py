@@ -32,6 +32,9 @@ class _AioContext:
     def time_remaining(self):
         return self._context.time_remaining()
 
+    def auth_context(self) -> dict:
+        return {}  # in process, no TLS: no caller identity (as an insecure grpc.aio server reports)
+
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata=()) -> None:
         if trailing_metadata:
             self._context.set_trailing_metadata(trailing_metadata)

@@ -31,11 +31,19 @@ API_KEY = "fk_admin_unit-test-key"
 AUTH = (("authorization", f"Bearer {API_KEY}"),)
 
 
+class NoRecordedPayments:
+    """services.ledger.invoice_payments.InvoicePayments' read side with nothing recorded: invoices as sealed."""
+
+    async def views(self, records):
+        return [None] * len(records)
+
+
 class FakeLedger:
     """What InvoiceServicer reads from services.ledger.wiring.Ledger: a sealer, a store, keys."""
 
     def __init__(self, rig: Rig):
         self.sealer, self.store, self.signer = rig.sealer, rig.store, rig.signer
+        self.payments = NoRecordedPayments()
         self.public_url, self.authority_id = "http://receipts.test", "FC-TEST"
         self.principals: dict[bytes, Principal] = {hash_api_key(API_KEY): ADMIN_KEY}
 

@@ -3,7 +3,11 @@
 // "@fiscal-cloud/pos-sdk/browser".
 
 export { PosTerminal } from './terminal.js';
-export type { TerminalOptions, TerminalStatus, TerminalEvents, BackoffOptions, SellOptions, RefundInput } from './terminal.js';
+export type { TerminalOptions, TerminalStatus, TerminalEvents, BackoffOptions, SellOptions, RefundInput, PayInput } from './terminal.js';
+export {
+  PAYMENT_PROVIDERS, FINAL_PAYMENT_STATUSES, isPaymentSettled, normalizePhone, createPayment, getPayment, listPayments,
+} from './payments.js';
+export type { PayOptions } from './payments.js';
 export { FiscalApi } from './http.js';
 export type { ApiClientOptions, ApiResult, FetchLike } from './http.js';
 export { ApiError, ValidationError, GrpcCode, classifyFailure } from './errors.js';

@@ -14,6 +14,7 @@
 //   storage and reported (status.rejectedCount, 'rejected' event); later drafts go on.
 
 import { checkCurrency, computeTotals, normalizeLines, normalizePayments, toDraft } from './draft.js';
+import { normalizeAmount } from './decimal.js';
 import type { Draft, DraftRecord, ProvisionalTotals, SaleInput } from './draft.js';
 import { Emitter } from './emitter.js';
 import { ApiError, ValidationError } from './errors.js';
@@ -21,9 +22,12 @@ import { FiscalApi } from './http.js';
 import type { FetchLike } from './http.js';
 import { MemoryQueueStore } from './store.js';
 import type { QueueStore } from './store.js';
+import { PAYMENT_PROVIDERS, getPayment, listPayments, normalizePhone, runPayment } from './payments.js';
+import type { PayOptions } from './payments.js';
 import type {
-  CreateCreditNoteRequest, HeartbeatRequest, Invoice, InvoiceLine, ListInvoicesQuery, ListInvoicesResponse,
-  SealInvoiceRequest, TaxGroup, TerminalState,
+  CreateCreditNoteRequest, CreatePaymentRequest, HeartbeatRequest, Invoice, InvoiceLine, ListInvoicesQuery,
+  ListInvoicesResponse, ListPaymentsQuery, ListPaymentsResponse, Payment, PaymentProvider, SealInvoiceRequest,
+  TaxGroup, TerminalState,
 } from './types.js';
 import { uuidv7 } from './uuid.js';
 import { SDK_VERSION } from './version.js';
@@ -111,6 +115,25 @@ export interface TerminalEvents {
   draft: Draft;
   sealed: Draft;
   rejected: Draft;
+  /** A payment started by pay() changed (first the provider's acceptance, then each status change). */
+  payment: Payment;
+}
+
+/** What pay() collects: one of `clientInvoiceId`, `draft`, `invoiceId` or `sale` (pay-first). */
+export interface PayInput {
+  provider: PaymentProvider;
+  /** The customer's number with its country code ("254712345678"; "+254 712 345 678" is accepted). */
+  phone: string;
+  /** Default: the draft's (or pay-first sale's) total. */
+  amount?: string | number;
+  /** A sale of this terminal, sealed or still in the offline queue. */
+  clientInvoiceId?: string;
+  /** A draft from sell() (pending or sealed). */
+  draft?: Draft;
+  /** A sealed invoice's id. */
+  invoiceId?: string;
+  /** Pay-first: the sale is sealed by the cloud when the provider confirms (not queued on this terminal). */
+  sale?: SaleInput;
 }
 
 export interface SellOptions {
@@ -487,6 +510,76 @@ export class PosTerminal extends Emitter<TerminalEvents> {
   /** Drafts in the queue, in creation order (default: pending and rejected). */
   drafts(states: Array<Draft['state']> = ['pending', 'rejected']): Draft[] {
     return [...this.records.values()].filter((r) => states.includes(r.state)).sort((a, b) => a.seq - b.seq).map(toDraft);
+  }
+
+  // ---------------------------------------------------------------- mobile money
+
+  /**
+   * Asks the customer's phone for a mobile-money payment and follows it: resolves with the Payment once the
+   * provider's answer is final (or after `waitMs`, still pending), emitting 'payment' on every change. Works
+   * for a draft still in the offline queue (the payment carries its client_invoice_id and is attached to the
+   * invoice when the queue seals it). Needs the cloud: an unreachable gateway or provider rejects with an
+   * ApiError and nothing is charged. One client_payment_id per call: retries never prompt twice.
+   */
+  async pay(input: PayInput, options: PayOptions = {}): Promise<Payment> {
+    if (this.closed) throw new Error('terminal is closed');
+    if (!input || !PAYMENT_PROVIDERS.includes(input.provider)) throw new ValidationError(`provider must be one of ${PAYMENT_PROVIDERS.join(', ')}`);
+    const phone = normalizePhone(input.phone);
+    const refs = [input.clientInvoiceId, input.draft, input.invoiceId, input.sale].filter((x) => x !== undefined && x !== null && x !== '');
+    if (refs.length !== 1) throw new ValidationError('pay: give exactly one of clientInvoiceId, draft, invoiceId or sale');
+    const now = this.clock();
+    const req: CreatePaymentRequest = {
+      outlet_id: this.outletId, provider: input.provider, amount: '', currency: this.currency, phone, client_payment_id: uuidv7(now),
+    };
+    let total: string | undefined;
+    if (input.sale) {
+      const currency = checkCurrency(input.sale.currency ?? this.currency);
+      const lines = normalizeLines(input.sale.lines, currency, this.taxGroups);
+      const payments = normalizePayments(input.sale.payments, currency);
+      const sale: SealInvoiceRequest = {
+        outlet_id: this.outletId, client_invoice_id: uuidv7(now), pos_terminal_id: this.posTerminalId, cashier_id: this.cashier,
+        currency, lines, sold_at: iso(now),
+      };
+      if (payments) sale.payments = payments;
+      if (input.sale.buyer && Object.values(input.sale.buyer).some((v) => v)) sale.buyer = { ...input.sale.buyer };
+      req.sale = sale;
+      req.currency = currency;
+      total = computeTotals(lines, currency, this.taxGroups).total;
+    } else if (input.draft) {
+      const rec = this.records.get(input.draft.client_invoice_id);
+      const draft = rec ? toDraft(rec) : input.draft;
+      if (draft.kind !== 'invoice') throw new ValidationError('pay: a credit note is not paid');
+      if (draft.state === 'rejected') throw new ValidationError('pay: the sale was rejected; fix it before taking a payment');
+      if (draft.invoice?.id) req.invoice_id = draft.invoice.id;
+      else req.client_invoice_id = draft.client_invoice_id;
+      req.currency = draft.provisional.currency || this.currency;
+      total = draft.invoice?.total ?? draft.provisional.total;
+    } else if (input.clientInvoiceId) {
+      const rec = this.records.get(input.clientInvoiceId);
+      if (rec?.invoice?.id) req.invoice_id = rec.invoice.id;
+      else req.client_invoice_id = input.clientInvoiceId;
+      if (rec) total = rec.invoice?.total ?? rec.provisional.total;
+    } else {
+      req.invoice_id = String(input.invoiceId);
+    }
+    const amount = input.amount ?? total;
+    if (amount === undefined || amount === '') throw new ValidationError('pay: amount is required');
+    req.amount = normalizeAmount(amount, req.currency, 'amount');
+    if (req.amount.replace(/[0.]/g, '') === '') throw new ValidationError('pay: amount must be greater than zero');
+    return runPayment(this.api, req, options, {
+      onUpdate: (p) => this.emit('payment', p),
+      closed: () => this.closed,
+    });
+  }
+
+  /** A payment's current state (online only). */
+  getPayment(id: string): Promise<Payment> {
+    return getPayment(this.api, id);
+  }
+
+  /** This outlet's payments by default (filter by invoice_id, client_invoice_id or status). */
+  listPayments(query: ListPaymentsQuery = {}): Promise<ListPaymentsResponse> {
+    return listPayments(this.api, { outlet_id: this.outletId, ...query });
   }
 
   // ---------------------------------------------------------------- online-only reads

@@ -14,6 +14,14 @@ export interface PaymentLine {
   method: string;
   amount: string;
   reference?: string;
+  /** Output only: set on mobile-money payments recorded after the sale (not part of the signed body). */
+  payment_id?: string;
+  /** Output only: confirmed, failed, cancelled, expired (recorded payments). */
+  status?: string;
+  phone_masked?: string;
+  confirmed_at?: string;
+  /** Output only: the provider confirmed another amount than the one asked (flagged, shown as paid so). */
+  amount_mismatch?: boolean;
 }
 
 export interface Buyer {
@@ -176,4 +184,77 @@ export interface TaxGroup {
   code: string;
   label?: string;
   rate: string;
+}
+
+// ------------------------------------------------------------------ mobile-money payments (docs/payments.md)
+
+export type PaymentProvider = 'mpesa' | 'airtel_money' | 'orange_money';
+
+/** pending until the provider answers; the others are final (a late confirmation may still turn a
+ * failed or expired payment into confirmed: the money arrived). */
+export type PaymentStatus = 'pending' | 'confirmed' | 'failed' | 'cancelled' | 'expired';
+
+/** Pay-first sales: not_applicable (a payment for an invoice or a client_invoice_id), waiting (for the
+ * confirmation), sealed, not_sealed (failed payment or amount mismatch), retrying (confirmed; sealing is
+ * retried because the ledger was unavailable). */
+export type PaymentSaleState = 'not_applicable' | 'waiting' | 'sealed' | 'not_sealed' | 'retrying';
+
+export interface Payment {
+  id: string;
+  outlet_id: string;
+  provider: PaymentProvider;
+  /** Asked, in the currency's units ("1250.00"). */
+  amount: string;
+  currency: string;
+  /** "2547******78": never the whole number. */
+  phone_masked: string;
+  status: PaymentStatus;
+  /** The provider's words on a failure ("Request cancelled by user"). */
+  status_reason?: string;
+  /** The invoice it pays, once known. */
+  invoice_id?: string;
+  client_invoice_id?: string;
+  client_payment_id?: string;
+  /** The provider's receipt once confirmed (MpesaReceiptNumber, airtel_money_id, Orange txnid). */
+  provider_reference?: string;
+  provider_request_id?: string;
+  /** What the provider says was paid. */
+  confirmed_amount?: string;
+  amount_mismatch?: boolean;
+  /** Orange Money: the page the customer pays on (show it as a QR code). */
+  payment_url?: string;
+  sale_state?: PaymentSaleState;
+  created_at?: string;
+  updated_at?: string;
+  confirmed_at?: string;
+}
+
+export interface CreatePaymentRequest {
+  outlet_id: string;
+  provider: PaymentProvider;
+  amount: string;
+  currency: string;
+  /** E.164 digits without "+", e.g. "254712345678". */
+  phone: string;
+  /** Exactly one of invoice_id, client_invoice_id, sale. */
+  invoice_id?: string;
+  client_invoice_id?: string;
+  /** Pay-first: the sale sealed when the provider confirms. */
+  sale?: SealInvoiceRequest;
+  /** Chosen once per payment: a retried call never pushes a second prompt to the phone. */
+  client_payment_id: string;
+}
+
+export interface ListPaymentsQuery {
+  invoice_id?: string;
+  client_invoice_id?: string;
+  outlet_id?: string;
+  status?: PaymentStatus;
+  page_size?: number;
+  page_token?: string;
+}
+
+export interface ListPaymentsResponse {
+  payments: Payment[];
+  next_page_token?: string;
 }

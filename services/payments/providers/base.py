@@ -10,6 +10,7 @@ payloads.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -82,6 +83,17 @@ class Initiated:
     payment_url: str = ""                # Orange: the page the customer pays on
     callback_secret: str = ""            # Orange notif_token: stored encrypted, compared on callback
     customer_message: str = ""           # what to tell the cashier ("Success. Request accepted for processing")
+
+
+# A callback that names no request of ours (Orange Money's notification: only its notif_token) carries
+# in CallbackResult.extra[CALLBACK_SECRET_LOOKUP] the lookup key of the secret it presents; the payment
+# whose Initiated.callback_secret has that key is the one it is about (then authenticated against it).
+CALLBACK_SECRET_LOOKUP = "callback_secret_sha256"
+
+
+def callback_secret_lookup(secret: str) -> str:
+    """The lookup key of a callback secret: its SHA-256, hex (stored in clear; the secret is sealed)."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,16 @@ class FoundInvoice(_message.Message):
     kind: str
     def __init__(self, found: _Optional[bool] = ..., invoice_id: _Optional[str] = ..., outlet_id: _Optional[str] = ..., client_invoice_id: _Optional[str] = ..., total: _Optional[str] = ..., currency: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
+class CheckedSale(_message.Message):
+    __slots__ = ("total", "currency", "amount_due")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_DUE_FIELD_NUMBER: _ClassVar[int]
+    total: str
+    currency: str
+    amount_due: str
+    def __init__(self, total: _Optional[str] = ..., currency: _Optional[str] = ..., amount_due: _Optional[str] = ...) -> None: ...
+
 class AuthenticateApiKeyRequest(_message.Message):
     __slots__ = ("authorization",)
     AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]

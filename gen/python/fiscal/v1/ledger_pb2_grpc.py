@@ -467,6 +467,11 @@ class LedgerInternalServiceStub:
                 request_serializer=fiscal_dot_v1_dot_ledger__pb2.FindInvoiceRequest.SerializeToString,
                 response_deserializer=fiscal_dot_v1_dot_ledger__pb2.FoundInvoice.FromString,
                 _registered_method=True)
+        self.CheckSale = channel.unary_unary(
+                '/fiscal.v1.LedgerInternalService/CheckSale',
+                request_serializer=fiscal_dot_v1_dot_ledger__pb2.SealSaleForPaymentRequest.SerializeToString,
+                response_deserializer=fiscal_dot_v1_dot_ledger__pb2.CheckedSale.FromString,
+                _registered_method=True)
 
 
 class LedgerInternalServiceServicer:
@@ -514,6 +519,16 @@ class LedgerInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckSale(self, request, context):
+        """Pay-first, before the customer is asked to pay: the sale (with the payment appended as
+        SealSaleForPayment would append it) validated and totalled by the seal path, without sealing.
+        INVALID_ARGUMENT (the field named) when it would not seal; ALREADY_EXISTS when the outlet already
+        has an invoice with that client_invoice_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -541,6 +556,11 @@ def add_LedgerInternalServiceServicer_to_server(servicer, server):
                     servicer.FindInvoice,
                     request_deserializer=fiscal_dot_v1_dot_ledger__pb2.FindInvoiceRequest.FromString,
                     response_serializer=fiscal_dot_v1_dot_ledger__pb2.FoundInvoice.SerializeToString,
+            ),
+            'CheckSale': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckSale,
+                    request_deserializer=fiscal_dot_v1_dot_ledger__pb2.SealSaleForPaymentRequest.FromString,
+                    response_serializer=fiscal_dot_v1_dot_ledger__pb2.CheckedSale.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -679,6 +699,33 @@ class LedgerInternalService:
             '/fiscal.v1.LedgerInternalService/FindInvoice',
             fiscal_dot_v1_dot_ledger__pb2.FindInvoiceRequest.SerializeToString,
             fiscal_dot_v1_dot_ledger__pb2.FoundInvoice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckSale(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fiscal.v1.LedgerInternalService/CheckSale',
+            fiscal_dot_v1_dot_ledger__pb2.SealSaleForPaymentRequest.SerializeToString,
+            fiscal_dot_v1_dot_ledger__pb2.CheckedSale.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,12 +1,13 @@
-"""Who is calling: the caller's API key, checked by the ledger (API keys live there).
+"""Who is calling a public service other than the ledger (webhooks, payments): the caller's API key,
+checked by the ledger (API keys live there).
 
 The gateway forwards the caller's `Authorization` header; we ask the ledger's AuthenticateApiKey and
-cache the answer for at most FISCAL_WEBHOOK_PRINCIPAL_CACHE_SECONDS (5 s, also the ceiling): a revoked
-key stops working here within 5 s. Refusals are not cached. The cache is keyed by a SHA-256 of the
+cache the answer for at most 5 s (MAX_CACHE_SECONDS, also the ceiling of every service's setting): a
+revoked key stops working within 5 s. Refusals are not cached. The cache is keyed by a SHA-256 of the
 header, so no key sits in memory longer than the call that carried it.
 
-Scopes: merchant:admin changes and looks, merchant:read looks, outlet:pos (or anything else) may do
-nothing here.
+Scopes: merchant:admin (everything of one merchant), merchant:read (looks), outlet:pos (one outlet). What
+each scope may do is the service's rule: `require_scope` checks it with the service's own wording.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -25,6 +26,7 @@ from services.runtime.grpc_errors import fault_from_rpc_error
 
 ADMIN = "merchant:admin"
 READ = "merchant:read"
+POS = "outlet:pos"
 MAX_CACHE_SECONDS = 5.0
 MAX_CACHE_ENTRIES = 10_000
 MAX_AUTHORIZATION_LENGTH = 1024  # far above "Bearer fk_admin_" + 43 characters
@@ -36,7 +38,26 @@ class Principal:
     merchant_id: str
     scope: str
     merchant_outlet_ids: frozenset[str]
+    outlet_id: str = ""  # outlet:pos keys only
 
+    def require_scope(self, allowed: Iterable[str], what: str) -> None:
+        """PermissionDenied unless the key's scope is one of `allowed`; `what` names the action for the
+        message ("creating a payment"). A merchant:read key refused a change is told it is
+        read-only."""
+        allowed = tuple(allowed)
+        if self.scope in allowed:
+            return
+        if self.scope == READ:
+            raise PermissionDenied("this API key is read-only (merchant:read)")
+        raise PermissionDenied(f"{what}: needs a {' or '.join(allowed)} API key, not {self.scope}")
+
+    def owns_outlet(self, outlet_id: str) -> bool:
+        """Whether `outlet_id` is one of this key's merchant's outlets (and, for outlet:pos, its own)."""
+        if self.scope == POS:
+            return outlet_id == self.outlet_id
+        return outlet_id in self.merchant_outlet_ids
+
+    # The webhooks service's two levels (kept here so its wording does not change).
     def require_look(self) -> None:
         """List and get endpoints, deliveries, event types."""
         if self.scope not in (ADMIN, READ):
@@ -78,10 +99,19 @@ class ApiKeyAuthenticator:
                 raise Unauthenticated(error.details() or "unknown or revoked API key") from None
             raise fault_from_rpc_error(error, "ledger (asked who the API key is)",
                                        unavailable_reason="LEDGER_UNAVAILABLE") from error
-        principal = Principal(answer.key_id, answer.merchant_id, answer.scope, frozenset(answer.merchant_outlet_ids))
+        principal = Principal(answer.key_id, answer.merchant_id, answer.scope, frozenset(answer.merchant_outlet_ids),
+                              answer.outlet_id)
         if self.cache_seconds > 0:
             self._cache[cache_key] = (now + self.cache_seconds, principal)
             self._cache.move_to_end(cache_key)
             while len(self._cache) > MAX_CACHE_ENTRIES:
                 self._cache.popitem(last=False)
         return principal
+
+
+def authorization_header(context: grpc.aio.ServicerContext) -> str | None:
+    """The `authorization` metadata the gateway forwarded, if any."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else None
+    return None

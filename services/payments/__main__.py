@@ -1,0 +1,3 @@
+from services.payments.wiring import main
+
+main()

@@ -1,0 +1,3 @@
+from services.runtime.database import run_alembic_env
+
+run_alembic_env()
