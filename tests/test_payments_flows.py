@@ -5,6 +5,7 @@ calls back our gateway, and the invoice's payment view (GET /v1/invoices/{id}) c
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 
 import pytest
@@ -163,3 +164,39 @@ def test_the_same_callback_three_times_and_out_of_order_records_one_payment(shop
     recorded = db_rows(pay_shop.mesh, "SELECT count(*) FROM ledger.invoice_payments WHERE payment_id = :p",
                        p=payment["id"])
     assert recorded[0][0] == 1
+
+
+@pytest.mark.parametrize("reference", ["invoice_id", "client_invoice_id"])
+def test_an_mpesa_paybill_payment_c2b_naming_the_sale_is_recorded_on_its_invoice(shop_for, reference):
+    """A customer pays by paybill (C2B) with the invoice's id, or the sale's client_invoice_id (a UUID too),
+    as the account: saving the
+    outlet's M-Pesa settings registers our C2B URLs with Daraja, the simulator then calls validation and
+    confirmation as Safaricom does, and the invoice shows the payment."""
+    shop = shop_for("mpesa")
+    outlet = shop.outlet()
+    admin = auth(shop.merchant["admin_key"])
+    settings = shop.http.put(f"/v1/outlets/{outlet['id']}/payment-providers/mpesa", headers=admin, json={
+        "enabled": True, "mpesa": {"consumer_key": "sim-mpesa-key", "consumer_secret": "sim-mpesa-secret",
+                                   "passkey": "sim-passkey", "short_code": "174379",
+                                   "transaction_type": "CustomerPayBillOnline"}})
+    assert settings.status_code == 200, settings.text
+    assert settings.json()["settings"]["c2b_registration"] == "registered", settings.json()
+    assert "sim-mpesa-secret" not in settings.text  # credentials are write-only
+
+    invoice = shop.seal()
+    answer = shop.sims.post(f"{shop.sim('mpesa')}/__sim/c2b", json={
+        "short_code": "174379", "bill_ref_number": invoice["id"] if reference == "invoice_id" else invoice["client_invoice_id"], "amount": invoice["total"],
+        "phone": new_phone()})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["confirmed"] and answer.json()["confirmation_status"] == 200, answer.json()
+
+    deadline = time.monotonic() + 30
+    while True:
+        after = shop.invoice(invoice["id"])
+        recorded = [p for p in after["payments"] if p.get("payment_id")]
+        if recorded or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [(p["method"], p["status"], Decimal(p["amount"])) for p in recorded] == [
+        ("mpesa", "confirmed", Decimal(invoice["total"]))], after["payments"]
+    assert recorded[0]["reference"] == answer.json()["trans_id"] and after["payment_status"] == "paid"

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
 
+import grpc
 import httpx
 import structlog
 
@@ -184,6 +185,19 @@ class CallbackProcessor(ProviderWork):
             await self.follow_up.after_change(applied.change, stored.sale)
         return adapter.callback_answer(kind, True)
 
+    async def _c2b_target(self, merchant_id: str, outlet_id: str, target: domain.PaymentTarget
+                          ) -> domain.PaymentTarget:
+        """A UUID account reference is an invoice id, or else the client_invoice_id of a sale (the POS SDK's
+        are UUIDs too, and the sale may not be sealed yet): the ledger says which. If it cannot be asked
+        now, the reference stays an invoice id and RecordPayment's retries settle it."""
+        if not target.invoice_id:
+            return target
+        try:
+            found = await self.follow_up.ledger.find_invoice(merchant_id, outlet_id, invoice_id=target.invoice_id)
+        except grpc.RpcError:
+            return target
+        return target if found is not None else domain.PaymentTarget(client_invoice_id=target.invoice_id)
+
     async def _c2b(self, adapter: ProviderAdapter, merchant_id: str, kind: str, result: CallbackResult,
                    body: bytes, headers: Mapping[str, str]) -> CallbackAnswer:
         """A customer paid the merchant's paybill/till with our reference as the account number."""
@@ -208,6 +222,7 @@ class CallbackProcessor(ProviderWork):
             raise Refused(domain.UNKNOWN_TRANSACTION, "no outlet with this short code, or an unknown account")
         if result.amount is None or result.amount <= 0 or not result.provider_transaction_id:
             raise Refused(domain.MALFORMED, "a C2B confirmation needs an amount and a transaction id")
+        target = await self._c2b_target(merchant_id, outlet_settings.outlet_id, target)
         credentials = await self._credentials(adapter, outlet_settings.outlet_id, domain.MPESA)
         try:
             adapter.authenticate_callback(kind, body, headers, credentials, "")

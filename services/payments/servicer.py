@@ -305,9 +305,32 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         if row is None:
             raise NotFound("outlet not found")
         token = await self._callback_token(principal.merchant_id)
+        urls = domain.callback_urls(self.public_url, token, provider)
         log.info("payment provider settings changed", outlet_id=outlet_id, provider=provider,
                  merchant_id=principal.merchant_id, enabled=request.enabled)
-        return settings_message(row, domain.callback_urls(self.public_url, token, provider))
+        answer = settings_message(row, urls)
+        if provider == domain.MPESA and request.enabled:
+            answer.settings["c2b_registration"] = await self._register_c2b(outlet_id, adapter, urls)
+        return answer
+
+    async def _register_c2b(self, outlet_id: str, adapter, urls: dict[str, str]) -> str:
+        """M-Pesa sends paybill/till payments (C2B) only to URLs registered for the short code (Daraja's
+        registerurl). Best effort: the settings are saved whatever happens; the answer says how it went
+        (`registered`, or `not registered: <why>`: register again by saving the settings, or in the
+        Daraja portal)."""
+        try:
+            credentials = await self.access.credentials(outlet_id, domain.MPESA, adapter)
+            async with asyncio.timeout(self.provider_timeout + 1.0):
+                await adapter.register_c2b_urls(self.http, credentials, validation_url=urls[domain.C2B_VALIDATION],
+                                                confirmation_url=urls[domain.C2B_CONFIRMATION])
+        except ProviderError as error:
+            log.warning("M-Pesa C2B URL registration failed", outlet_id=outlet_id, reason=error.message)
+            return f"not registered: {error.message}"
+        except (TimeoutError, httpx.HTTPError):
+            return "not registered: M-Pesa did not answer in time"
+        except Fault as fault:
+            return f"not registered: {fault}"
+        return "registered"
 
     @handles_faults
     async def ListProviderSettings(self, request, context):
