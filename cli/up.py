@@ -63,7 +63,8 @@ def run_up(args) -> int:
         state = {"gateway_url": mesh.gateway_url, "database_url": mesh.database_url,
                  "admin_url": f"http://127.0.0.1:{mesh.admin_port}",
                  **{f"{s}_addr": mesh.address(s) for s in SERVICES},
-                 **{f"simulator_{name}_url": mesh.simulator_url(name) for name in mesh.simulator_ports}}
+                 **{f"simulator_{name}_url": mesh.simulator_url(name) for name in mesh.simulator_ports},
+                 **({"simulator_dgi_url": mesh.dgi_url} if mesh.dgi_port else {})}
         write_state(data_dir, state | {"pids": _pids(mesh)})
         _print_ready(mesh, demo, demo_path)
         while not stop.wait(1.0):
@@ -90,7 +91,19 @@ def _started(mesh: Mesh) -> list[str]:
     running."""
     return [f"{service} ({mesh.address(service)})" for service in SERVICES] + [
         f"envoy ({mesh.gateway_url}, admin http://127.0.0.1:{mesh.admin_port})"] + [
-        f"simulator-{name} ({mesh.simulator_url(name)})" for name in mesh.simulator_ports]
+        f"simulator-{name} ({mesh.simulator_url(name)})" for name in mesh.simulator_ports] + (
+        [f"simulator-dgi ({mesh.dgi_url})"] if mesh.dgi_port else [])
+
+
+def _dgi_lines(mesh: Mesh) -> list[str]:
+    """Where sealed invoices are uploaded (the DGI sync worker, issue #10)."""
+    if mesh.dgi_port:
+        return ["", f"sealed invoices and credit notes are uploaded to the DGI simulator ({mesh.dgi_url}); its "
+                    f"knobs and counters: {mesh.dgi_url}/__sim/dgi (docs/dgi-simulator.md); each invoice's `sync` "
+                    "block shows its upload"]
+    if mesh.dgi_url:
+        return ["", f"sealed invoices and credit notes are uploaded to the DGI at {mesh.dgi_url}"]
+    return []
 
 
 def _payment_lines(mesh: Mesh, key: str, outlet: dict) -> list[str]:
@@ -139,6 +152,7 @@ def _print_ready(mesh: Mesh, demo: dict, demo_path: Path) -> None:
         "-H 'Content-Type: application/json' "
         "-d '{\"url\":\"http://127.0.0.1:9000/hook\",\"event_types\":[\"invoice.sealed\"]}'",
         *_payment_lines(mesh, key, outlet),
+        *_dgi_lines(mesh),
         "",
         "Ctrl-C stops everything.",
     ]

@@ -2,7 +2,8 @@
 each), the mobile-money provider simulators, and Envoy. Always a development system: the webhooks service
 may deliver to loopback receivers here (FISCAL_WEBHOOK_ALLOW_LOOPBACK=1; a mesh's env can set it back to
 0), and the payments service talks to the simulators (simulators/) unless the mesh's env gives a
-provider's real API URL (FISCAL_MPESA_API_URL, FISCAL_AIRTEL_API_URL, FISCAL_ORANGE_API_URL).
+provider's real API URL (FISCAL_MPESA_API_URL, FISCAL_AIRTEL_API_URL, FISCAL_ORANGE_API_URL). Likewise the
+ledger uploads sealed documents to the DGI simulator (simulators/dgi.py) unless FISCAL_DGI_URL is given.
 
 Used by `fiscal up`, the benchmarks and the tests, so they all run the same thing.
 """
@@ -36,7 +37,8 @@ from stack.processes import ManagedProcess, free_port, service_process, wait_ans
 SERVICES = ("counter", "signing", "ledger", "webhooks", "payments")
 # Secrets each service gets; every other service gets none of them.
 SERVICE_SECRETS = {"signing": {"FISCAL_SOFT_KEYSTORE_PASSPHRASE", "FISCAL_PKCS11_PIN"},
-                   "ledger": {"FISCAL_PAGE_TOKEN_KEY"},
+                   # FISCAL_DGI_TOKEN: the DGI's bearer token (the simulator's, or the operator's real one).
+                   "ledger": {"FISCAL_PAGE_TOKEN_KEY", "FISCAL_DGI_TOKEN"},
                    "webhooks": {"FISCAL_WEBHOOK_SECRET_KEY"},
                    # Provider credentials for outlets without their own: the simulators' here, real ones
                    # (if any) from the operator's environment must not reach another service either.
@@ -58,6 +60,8 @@ SIMULATORS: dict[str, dict[str, str]] = {
     "orange": {"authorization_header": "Basic c2ltLW9yYW5nZQ==", "merchant_key": "sim-orange-merchant"},
 }
 SIMULATORS_DIR = Path(__file__).resolve().parent.parent / "simulators"
+# The DGI simulator's taxpayer number (simulators/dgi.py's default): the seller IFU on every document.
+DGI_SIMULATOR_IFU = "0000000000000"
 
 
 def envoy_binary() -> str:
@@ -118,6 +122,18 @@ class Mesh:
         # name -> port of each provider simulator this mesh runs (see _simulated_providers).
         self.simulator_ports: dict[str, int] = {name: free_port() for name in self._simulated_providers()}
         self.simulators: dict[str, ManagedProcess] = {}
+        # The DGI simulator's port, when this mesh runs it (no FISCAL_DGI_URL given).
+        self.dgi_port: int | None = None if self._given_dgi_url() else free_port()
+
+    def _given_dgi_url(self) -> str:
+        given = {**os.environ, **self.options.env, **self.options.service_env.get("ledger", {})}
+        return given.get("FISCAL_DGI_URL", "")
+
+    @property
+    def dgi_url(self) -> str:
+        """The DGI the ledger uploads to: the simulator's base URL (its e-MCF API under /api, its control
+        API under /__sim), or the one given."""
+        return f"http://127.0.0.1:{self.dgi_port}" if self.dgi_port else self._given_dgi_url()
 
     def _simulated_providers(self) -> list[str]:
         """The providers whose simulator runs: once the simulator exists, and not when the mesh's env points
@@ -172,6 +188,8 @@ class Mesh:
         values = json.loads(path.read_text()) if path.exists() else {}
         wanted = {"FISCAL_SOFT_KEYSTORE_PASSPHRASE": lambda: secrets.token_urlsafe(24),
                   "FISCAL_PAGE_TOKEN_KEY": lambda: secrets.token_urlsafe(32),
+                  # The DGI simulator's bearer token (a real DGI's comes from the operator's environment).
+                  "FISCAL_DGI_SIMULATOR_TOKEN": lambda: secrets.token_urlsafe(24),
                   # The AES-256-GCM keys of secrets at rest (webhook endpoint secrets; provider credentials
                   # and callback tokens): urlsafe base64 of 32 random bytes.
                   "FISCAL_WEBHOOK_SECRET_KEY": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
@@ -197,6 +215,9 @@ class Mesh:
         }
         if service == "webhooks":
             env["FISCAL_WEBHOOK_ALLOW_LOOPBACK"] = "1"  # development: receivers on this machine
+        if service == "ledger" and self.dgi_port:  # the DGI simulator; a given FISCAL_DGI_URL comes with its env
+            env.update(FISCAL_DGI_URL=self.dgi_url, FISCAL_DGI_TOKEN=self._secrets()["FISCAL_DGI_SIMULATOR_TOKEN"],
+                       FISCAL_DGI_IFU=DGI_SIMULATOR_IFU)
         if service == "payments":
             for name in self.simulator_ports:  # the deployment's provider APIs: the simulators
                 env[f"FISCAL_{name.upper()}_API_URL"] = self.simulator_url(name)
@@ -228,6 +249,9 @@ class Mesh:
             if self.simulator_ports:
                 on_step("starting the payment provider simulators")
                 self.start_simulators()
+            if self.dgi_port:
+                on_step("starting the DGI simulator")
+                self.start_dgi_simulator()
             on_step("starting services")
             for service in SERVICES:
                 self.processes[service] = [
@@ -253,6 +277,16 @@ class Mesh:
                 port=port).start()
         for name, process in self.simulators.items():
             wait_answering(process, f"{self.simulator_url(name)}/__sim/requests")
+
+    def start_dgi_simulator(self) -> None:
+        assert self.dgi_port is not None
+        token = self._secrets()["FISCAL_DGI_SIMULATOR_TOKEN"]
+        self.simulators["dgi"] = ManagedProcess(
+            name="simulator-dgi", argv=[sys.executable, "-m", "simulators.dgi", "--port", str(self.dgi_port),
+                                        "--token", token, "--ifu", DGI_SIMULATOR_IFU],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, log_path=self.log_dir / "simulator-dgi.log",
+            port=self.dgi_port).start()
+        wait_answering(self.simulators["dgi"], f"{self.dgi_url}/__sim/dgi")
 
     def _set_role_passwords(self) -> None:
         engine = sa.create_engine(sqlalchemy_url(self.database.url), poolclass=sa.pool.NullPool)

@@ -59,11 +59,13 @@ def auth(key: str) -> dict:
 
 
 def ledger_rows(mesh, merchant_id: str) -> dict[str, int]:
-    """How many invoices and outbox events one merchant has: 'nothing written' checks."""
+    """How many invoices and invoice.sealed events one merchant has: 'nothing written' checks. (The DGI
+    sync worker adds invoice.sync.* events to the same outbox later, on its own schedule.)"""
     async def count(store, engine):
         async with engine.connect() as conn:
             outbox = (await conn.execute(sa.text(
-                "SELECT count(*) FROM ledger.outbox WHERE merchant_id = :m"), {"m": merchant_id})).scalar()
+                "SELECT count(*) FROM ledger.outbox WHERE merchant_id = :m AND event_type = 'invoice.sealed'"),
+                {"m": merchant_id})).scalar()
         return {"invoices": await store.count_rows("invoices", merchant_id), "outbox": outbox}
     return run(_with_store(mesh.database_url, count))
 

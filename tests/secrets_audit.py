@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 # Environment variables whose values are secrets (services/runtime/logs.py redacts the same names).
-SECRET_ENV = re.compile(r"(PASSWORD|PASSPHRASE|_PIN|SECRET|TOKEN_KEY|SECRET_KEY|_CREDENTIALS)$")
+SECRET_ENV = re.compile(r"(PASSWORD|PASSPHRASE|_PIN|SECRET|TOKEN_KEY|SECRET_KEY|_CREDENTIALS|_TOKEN)$")
 URL_PASSWORD = re.compile(r"postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*:([^@\s]+)@")
 # A short secret (a 4-digit PIN) would match unrelated numbers; it counts only right after its name.
 SHORT = 8

@@ -234,7 +234,8 @@ def test_a_sealed_invoice_event_leaves_the_ledger_outbox_with_its_outlet(mesh):
     with psycopg.connect(mesh.database_url, autocommit=True) as conn:
         while True:
             rows = conn.execute("SELECT aggregate_id::text, outlet_id::text, published_at IS NOT NULL "
-                                "FROM ledger.outbox WHERE merchant_id = %s", (demo["merchant"]["id"],)).fetchall()
+                                "FROM ledger.outbox WHERE merchant_id = %s AND event_type = 'invoice.sealed'",
+                                (demo["merchant"]["id"],)).fetchall()
             if len(rows) == len(sealed) and all(published for _, _, published in rows):
                 break
             assert time.monotonic() < deadline, f"not published: {rows}\n{mesh.processes['ledger'][0].log_tail()}"

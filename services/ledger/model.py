@@ -319,6 +319,7 @@ class InvoiceFilter:
     sealed_to: datetime | None = None
     status: str | None = None
     kind: str | None = None
+    sync_status: str | None = None  # the DGI sync status (pending | synced | failed), issue #10
 
 
 class SealerStore(Protocol):

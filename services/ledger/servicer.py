@@ -10,6 +10,7 @@ from fiscal.v1 import ledger_pb2, ledger_pb2_grpc
 
 from services.ledger import receipt
 from services.ledger.access import Principal, bearer_token, hash_api_key
+from services.ledger.dgi_sync import SYNC_STATUSES, SyncState
 from services.ledger.invoice_payments import PaymentInput
 from services.ledger.model import InvoiceFilter, InvoiceRecord, PaymentView
 from services.ledger.money import MAX_AMOUNT_TEXT
@@ -54,9 +55,20 @@ def _payment_lines(body, view: PaymentView | None) -> list[ledger_pb2.PaymentLin
             for l in view.lines]
 
 
-def invoice_message(record: InvoiceRecord, public_url: str, view: PaymentView | None = None) -> ledger_pb2.Invoice:
+def sync_block(state: SyncState) -> ledger_pb2.SyncBlock:
+    return ledger_pb2.SyncBlock(
+        status=state.status, attempts=state.attempts, dgi_code=state.dgi_code, dgi_uid=state.dgi_uid,
+        reason=state.reason, synced_at=_timestamp(state.synced_at) if state.synced_at else None,
+        dgi_error_code=state.dgi_error_code or "", dgi_counters=state.dgi_counters,
+        next_attempt_at=_timestamp(state.next_attempt_at)
+        if state.status == "pending" and state.attempts and state.next_attempt_at else None)
+
+
+def invoice_message(record: InvoiceRecord, public_url: str, view: PaymentView | None = None,
+                    sync: SyncState | None = None) -> ledger_pb2.Invoice:
     """The invoice as answered. `view`: its payments and payment_status as of now (payments recorded
-    after the sale, refunds); None: as sealed (the seal path's answer, which costs no extra query)."""
+    after the sale, refunds); None: as sealed (the seal path's answer, which costs no extra query).
+    `sync`: its DGI upload state (reads); None: no sync block (the seal path's answer)."""
     body = record.invoice_body()
     statement = receipt.Statement(record.fiscal_number, body.fiscal_authority_id, body.sealed_at,
                                   body.total, body.currency, receipt.b64url(record.body_digest))
@@ -84,6 +96,7 @@ def invoice_message(record: InvoiceRecord, public_url: str, view: PaymentView | 
             body_digest=receipt.b64url(record.body_digest), prev_hash=receipt.b64url(record.prev_hash),
             hash=receipt.b64url(record.hash), taxpayer_id=body.taxpayer_id, time_zone=body.time_zone,
         ),
+        sync=sync_block(sync) if sync is not None else None,
     )
 
 
@@ -132,9 +145,12 @@ def sale_request(request: ledger_pb2.SealInvoiceRequest) -> SaleRequest:
 
 
 async def invoice_messages(ledger, records: list[InvoiceRecord]) -> list[ledger_pb2.Invoice]:
-    """Invoices with their payments as of now: one query for the whole page, whatever its size."""
+    """Invoices with their payments and DGI sync state as of now: one query each for the whole page,
+    whatever its size. A document the sync worker has not reached yet is pending, 0 attempts."""
     views = await ledger.payments.views(records)
-    return [invoice_message(r, ledger.public_url, view) for r, view in zip(records, views, strict=True)]
+    states = await ledger.store.sync_states([r.id for r in records])
+    return [invoice_message(r, ledger.public_url, view, states.get(r.id) or SyncState(r.id))
+            for r, view in zip(records, views, strict=True)]
 
 
 class InvoiceServicer(ledger_pb2_grpc.InvoiceServiceServicer):
@@ -190,10 +206,13 @@ class InvoiceServicer(ledger_pb2_grpc.InvoiceServiceServicer):
             raise InvalidArgument("kind must be invoice or credit_note", field="kind")
         if request.status and request.status != "sealed":
             raise InvalidArgument("status must be sealed", field="status")
+        if request.sync_status and request.sync_status not in SYNC_STATUSES:
+            raise InvalidArgument(f"sync_status must be one of {', '.join(SYNC_STATUSES)}", field="sync_status")
         where = InvoiceFilter(
             merchant_id=principal.merchant_id, outlet_id=outlet_id, pos_terminal_id=request.pos_terminal_id or None,
             cashier_id=request.cashier_id or None, sealed_from=_parse_time(getattr(request, "from"), "from"),
-            sealed_to=_parse_time(request.to, "to"), status=request.status or None, kind=request.kind or None)
+            sealed_to=_parse_time(request.to, "to"), status=request.status or None, kind=request.kind or None,
+            sync_status=request.sync_status or None)
         tokens = self.ledger.page_tokens
         records, next_seq = await self.ledger.store.list_invoices(
             where, page_size, _parse_page_token(tokens, where, request.page_token))

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ledger.access import Principal
+from services.ledger.dgi_sync import Claimed, Outcome, SyncState
 from services.ledger.model import (
     ChainMoved,
     DuplicateClientInvoice,
@@ -144,6 +145,29 @@ invoice_payments = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("confirmed_at", sa.DateTime(timezone=True)),
     sa.Column("amount_mismatch", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+dgi_sync = sa.Table(
+    "dgi_sync", metadata,  # migration 0005: each sealed document's upload to the DGI (issue #10)
+    sa.Column("invoice_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("merchant_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("outlet_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("lease_holder", sa.Text),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    sa.Column("dgi_uid", sa.Text, nullable=False),
+    sa.Column("dgi_code", sa.Text, nullable=False),
+    sa.Column("dgi_counters", sa.Text, nullable=False),
+    sa.Column("dgi_error_code", sa.Text),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("synced_at", sa.DateTime(timezone=True)),
+    sa.Column("failed_at", sa.DateTime(timezone=True)),
     sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
     sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
 )
@@ -364,6 +388,13 @@ class LedgerStore:
             conditions.append(invoices.c.sealed_at < where.sealed_to)
         if before_seq is not None:
             conditions.append(invoices.c.seq < before_seq)
+        if where.sync_status:
+            # A document the sync worker has not reached yet has no row: it is pending.
+            settled = sa.select(dgi_sync.c.invoice_id).where(dgi_sync.c.invoice_id == invoices.c.id)
+            if where.sync_status == "pending":
+                conditions.append(~settled.where(dgi_sync.c.status != "pending").exists())
+            else:
+                conditions.append(settled.where(dgi_sync.c.status == where.sync_status).exists())
         query = (sa.select(invoices.c.seq, *_INVOICE_COLUMNS).where(*conditions)
                  .order_by(invoices.c.seq.desc()).limit(limit + 1))
         async with self.engine.connect() as conn:
@@ -399,6 +430,114 @@ class LedgerStore:
                  .group_by(invoices.c.series))
         async with self.engine.connect() as conn:
             return {row[0]: row[1] for row in (await conn.execute(query)).all()}
+
+    # --- DGI upload sync (issue #10): ledger.dgi_sync, never written on the seal path --------------------
+
+    async def dgi_discover(self, after_seq: int, limit: int) -> int:
+        """Give sealed documents past `after_seq` that have no sync row one (pending, due now), in seq
+        order, at most `limit`. Returns the highest seq given a row (0: none). Replicas may race: the
+        primary key keeps one row per document."""
+        query = sa.text("""
+            INSERT INTO ledger.dgi_sync (invoice_id, seq, merchant_id, outlet_id, kind)
+            SELECT i.id, i.seq, i.merchant_id, i.outlet_id, i.kind FROM ledger.invoices i
+            WHERE i.seq > :after AND NOT EXISTS (SELECT 1 FROM ledger.dgi_sync s WHERE s.invoice_id = i.id)
+            ORDER BY i.seq LIMIT :limit
+            ON CONFLICT (invoice_id) DO NOTHING
+            RETURNING seq""")
+        async with self.engine.begin() as conn:
+            seqs = list((await conn.execute(query, {"after": after_seq, "limit": limit})).scalars())
+        return max(seqs, default=0)
+
+    async def dgi_highest_seq(self) -> int:
+        async with self.reader.connect() as conn:
+            return int((await conn.execute(sa.select(sa.func.coalesce(sa.func.max(dgi_sync.c.seq), 0)))).scalar())
+
+    async def dgi_claim(self, holder: str, lease_seconds: float, limit: int) -> list[Claimed]:
+        """Take up to `limit` pending documents that are due and not under another worker's lease, in seq
+        order, for `lease_seconds`. SKIP LOCKED: replicas claiming at once take different rows; the lease
+        keeps them from taking this batch again while it is being uploaded (outside any transaction)."""
+        take = sa.text("""
+            WITH due AS (
+                SELECT invoice_id FROM ledger.dgi_sync
+                WHERE status = 'pending' AND next_attempt_at <= now()
+                  AND (lease_until IS NULL OR lease_until < now())
+                ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED
+            )
+            UPDATE ledger.dgi_sync s SET lease_holder = :holder,
+                   lease_until = now() + make_interval(secs => :lease), updated_at = now()
+            FROM due WHERE s.invoice_id = due.invoice_id
+            RETURNING s.invoice_id::text AS invoice_id, s.attempts, s.seq""")
+        async with self.engine.begin() as conn:
+            taken = (await conn.execute(take, {"holder": holder, "lease": float(lease_seconds),
+                                               "limit": limit})).all()
+        if not taken:
+            return []
+        ids = [row.invoice_id for row in taken]
+        async with self.reader.connect() as conn:
+            records = {row.id: _invoice(row) for row in await conn.execute(
+                sa.select(*_INVOICE_COLUMNS).where(invoices.c.id.in_(ids)))}
+            originals = [r.original_invoice_id for r in records.values() if r.original_invoice_id]
+            original_states = {row.invoice_id: (row.status, row.dgi_code) for row in await conn.execute(
+                sa.select(dgi_sync.c.invoice_id, dgi_sync.c.status, dgi_sync.c.dgi_code)
+                .where(dgi_sync.c.invoice_id.in_(originals)))} if originals else {}
+        claimed = []
+        for row in sorted(taken, key=lambda r: r.seq):
+            record = records.get(row.invoice_id)
+            if record is None:  # not possible while invoices are never deleted; skip rather than fail the batch
+                continue
+            status, code = original_states.get(record.original_invoice_id or "", (None, ""))
+            claimed.append(Claimed(record, row.attempts, original_code=code or None, original_status=status))
+        return claimed
+
+    async def dgi_record(self, holder: str, invoice_id: str, outcome: Outcome, now: datetime) -> bool:
+        """Record one attempt's outcome, with its event, in one transaction, if the document is still
+        pending under this worker's lease (False: another worker took it over; nothing written)."""
+        values = dict(status=outcome.status, attempts=outcome.attempts, lease_holder=None, lease_until=None,
+                      reason=outcome.reason[:1000], dgi_error_code=outcome.dgi_error_code, updated_at=now)
+        if outcome.next_attempt_at is not None:
+            values["next_attempt_at"] = outcome.next_attempt_at
+        if outcome.acknowledgement is not None:
+            ack = outcome.acknowledgement
+            values.update(dgi_uid=ack.uid, dgi_code=ack.code, dgi_counters=ack.counters, synced_at=now, reason="")
+        if outcome.status == "failed":
+            values["failed_at"] = now
+        update = (dgi_sync.update()
+                  .where(dgi_sync.c.invoice_id == invoice_id, dgi_sync.c.lease_holder == holder,
+                         dgi_sync.c.status == "pending")
+                  .values(**values).returning(dgi_sync.c.invoice_id))
+        event = outcome.event
+        async with self.engine.begin() as conn:
+            if (await conn.execute(update)).first() is None:
+                return False
+            if event is not None:
+                await conn.execute(outbox.insert().values(
+                    event_id=event.event_id, event_type=event.event_type, merchant_id=event.merchant_id,
+                    aggregate_id=event.aggregate_id, outlet_id=event.outlet_id, payload=event.payload))
+        if event is not None and self.on_outbox_written is not None:
+            self.on_outbox_written()
+        return True
+
+    async def dgi_release(self, holder: str, invoice_ids: list[str]) -> None:
+        """Give back documents taken but not tried (shutdown, lease running out): due again at once."""
+        if not invoice_ids:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(dgi_sync.update()
+                               .where(dgi_sync.c.invoice_id.in_(invoice_ids), dgi_sync.c.lease_holder == holder)
+                               .values(lease_holder=None, lease_until=None))
+
+    async def sync_states(self, invoice_ids: list[str]) -> dict[str, SyncState]:
+        """The DGI sync state of these documents, by id (a document without a row is not in it: pending)."""
+        if not invoice_ids:
+            return {}
+        query = sa.select(dgi_sync).where(dgi_sync.c.invoice_id.in_(invoice_ids))
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {row.invoice_id: SyncState(
+            invoice_id=row.invoice_id, status=row.status, attempts=row.attempts, dgi_uid=row.dgi_uid,
+            dgi_code=row.dgi_code, dgi_counters=row.dgi_counters, dgi_error_code=row.dgi_error_code,
+            reason=row.reason, next_attempt_at=row.next_attempt_at, synced_at=row.synced_at,
+            failed_at=row.failed_at) for row in rows}
 
     # --- payments recorded against invoices (issue #9) ------------------------------------------------
 

@@ -4,6 +4,9 @@ outbox relay that publishes the ledger's events to the webhooks service.
 Environment of the relay (services/runtime/outbox_relay.py): FISCAL_WEBHOOKS_ADDR (127.0.0.1:7104),
 FISCAL_OUTBOX_POLL_SECONDS (0.2), FISCAL_OUTBOX_BATCH (200), FISCAL_OUTBOX_PUBLISH_TIMEOUT_SECONDS (5),
 FISCAL_OUTBOX_MIN_GAP_SECONDS (0.05).
+
+The DGI upload sync (services/ledger/dgi_sync.py, issue #10) runs as a background job of every replica
+when FISCAL_DGI_URL is set; its settings are in that module's docstring.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, timedelta
 from pathlib import Path
 
@@ -20,6 +26,8 @@ import sqlalchemy as sa
 from fiscal.v1 import counter_pb2, counter_pb2_grpc, ledger_pb2, ledger_pb2_grpc, signing_pb2, signing_pb2_grpc
 
 from services.ledger.access import Principal, bearer_token, hash_api_key
+from services.ledger.dgi_client import DgiClient
+from services.ledger.dgi_sync import DgiSyncWorker, SyncSettings
 from services.ledger.invoice_payments import InvoicePayments
 from services.ledger.page_tokens import PageTokens
 from services.ledger.public_keys import PublicKeyDirectory
@@ -257,6 +265,15 @@ async def mount(server: grpc.aio.Server):
     relay = OutboxRelay(PostgresOutbox(engine, "ledger"),
                         webhooks_publisher(webhooks_channel, relay_settings.publish_timeout), relay_settings)
     ledger.store.on_outbox_written = relay.wake
+    background: list[Callable[[asyncio.Event], Awaitable[None]]] = [relay.run]
+    # The DGI upload sync: off the seal path, on every replica (the lease and SKIP LOCKED share the work).
+    sync_settings = SyncSettings.from_env()
+    dgi_client = DgiClient(sync_settings) if sync_settings.enabled else None
+    if dgi_client is not None:
+        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        worker = DgiSyncWorker(ledger.store, dgi_client, sync_settings, holder, clock=utcnow,
+                               monotonic=time.monotonic, new_event_id=lambda: str(uuid.uuid4()))
+        background.append(worker.run)
 
     async def database_ready() -> str | None:
         async with engine.connect() as conn:
@@ -268,9 +285,11 @@ async def mount(server: grpc.aio.Server):
             service_names=[ledger_pb2.DESCRIPTOR.services_by_name[name].full_name
                            for name in ("InvoiceService", "TerminalService", "LedgerInternalService")],
             readiness_probe=database_ready,
-            background=[relay.run],
+            background=background,
         )
     finally:
+        if dgi_client is not None:
+            await dgi_client.close()
         await counter_channel.close()
         await signing_channel.close()
         await webhooks_channel.close()

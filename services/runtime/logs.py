@@ -25,7 +25,7 @@ _PATTERNS = [
      r"\1\2[redacted]"),
 ]
 # Environment variables whose values are secrets: their literal values are scrubbed wherever they appear.
-_SECRET_ENV = re.compile(r"(PASSWORD|PASSPHRASE|_PIN|SECRET|TOKEN_KEY|SECRET_KEY|_CREDENTIALS)$")
+_SECRET_ENV = re.compile(r"(PASSWORD|PASSPHRASE|_PIN|SECRET|TOKEN_KEY|SECRET_KEY|_CREDENTIALS|_TOKEN)$")
 _MIN_LITERAL = 6  # shorter values (a 4-digit PIN) would blank out unrelated numbers; the patterns cover them
 
 

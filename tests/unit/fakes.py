@@ -170,6 +170,9 @@ class FakeStore:
         return next((r for r in self.by_client_id.values() if r.id == invoice_id and r.merchant_id == merchant_id),
                     None)
 
+    async def sync_states(self, invoice_ids: list[str]) -> dict:
+        return {}  # no DGI sync rows: every document reads as pending
+
     async def invoice_by_fiscal_number(self, fiscal_number: str) -> InvoiceRecord | None:
         return next((r for r in self.by_number.values() if r.fiscal_number == fiscal_number), None)
 

@@ -227,7 +227,7 @@ class FiscalBlock(_message.Message):
     def __init__(self, fiscal_number: _Optional[str] = ..., outlet_code: _Optional[str] = ..., series: _Optional[str] = ..., counter: _Optional[int] = ..., fiscal_authority_id: _Optional[str] = ..., auth_code: _Optional[str] = ..., sealed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sealed_at_local: _Optional[str] = ..., qr_code: _Optional[str] = ..., signature: _Optional[str] = ..., key_id: _Optional[str] = ..., body_digest: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., taxpayer_id: _Optional[str] = ..., time_zone: _Optional[str] = ...) -> None: ...
 
 class Invoice(_message.Message):
-    __slots__ = ("id", "merchant_id", "outlet_id", "client_invoice_id", "pos_terminal_id", "cashier_id", "kind", "status", "currency", "lines", "tax_totals", "total_taxable", "total_tax", "total", "payments", "payment_status", "buyer", "sold_at", "original_invoice_id", "reason", "fiscal", "created_at")
+    __slots__ = ("id", "merchant_id", "outlet_id", "client_invoice_id", "pos_terminal_id", "cashier_id", "kind", "status", "currency", "lines", "tax_totals", "total_taxable", "total_tax", "total", "payments", "payment_status", "buyer", "sold_at", "original_invoice_id", "reason", "fiscal", "created_at", "sync")
     ID_FIELD_NUMBER: _ClassVar[int]
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
     OUTLET_ID_FIELD_NUMBER: _ClassVar[int]
@@ -250,6 +250,7 @@ class Invoice(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     FISCAL_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
     id: str
     merchant_id: str
     outlet_id: str
@@ -272,7 +273,30 @@ class Invoice(_message.Message):
     reason: str
     fiscal: FiscalBlock
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., outlet_id: _Optional[str] = ..., client_invoice_id: _Optional[str] = ..., pos_terminal_id: _Optional[str] = ..., cashier_id: _Optional[str] = ..., kind: _Optional[str] = ..., status: _Optional[str] = ..., currency: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ..., tax_totals: _Optional[_Iterable[_Union[TaxTotal, _Mapping]]] = ..., total_taxable: _Optional[str] = ..., total_tax: _Optional[str] = ..., total: _Optional[str] = ..., payments: _Optional[_Iterable[_Union[PaymentLine, _Mapping]]] = ..., payment_status: _Optional[str] = ..., buyer: _Optional[_Union[Buyer, _Mapping]] = ..., sold_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., original_invoice_id: _Optional[str] = ..., reason: _Optional[str] = ..., fiscal: _Optional[_Union[FiscalBlock, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    sync: SyncBlock
+    def __init__(self, id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., outlet_id: _Optional[str] = ..., client_invoice_id: _Optional[str] = ..., pos_terminal_id: _Optional[str] = ..., cashier_id: _Optional[str] = ..., kind: _Optional[str] = ..., status: _Optional[str] = ..., currency: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ..., tax_totals: _Optional[_Iterable[_Union[TaxTotal, _Mapping]]] = ..., total_taxable: _Optional[str] = ..., total_tax: _Optional[str] = ..., total: _Optional[str] = ..., payments: _Optional[_Iterable[_Union[PaymentLine, _Mapping]]] = ..., payment_status: _Optional[str] = ..., buyer: _Optional[_Union[Buyer, _Mapping]] = ..., sold_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., original_invoice_id: _Optional[str] = ..., reason: _Optional[str] = ..., fiscal: _Optional[_Union[FiscalBlock, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sync: _Optional[_Union[SyncBlock, _Mapping]] = ...) -> None: ...
+
+class SyncBlock(_message.Message):
+    __slots__ = ("status", "attempts", "dgi_code", "dgi_uid", "reason", "synced_at", "dgi_error_code", "dgi_counters", "next_attempt_at")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    DGI_CODE_FIELD_NUMBER: _ClassVar[int]
+    DGI_UID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_AT_FIELD_NUMBER: _ClassVar[int]
+    DGI_ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    DGI_COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    attempts: int
+    dgi_code: str
+    dgi_uid: str
+    reason: str
+    synced_at: _timestamp_pb2.Timestamp
+    dgi_error_code: str
+    dgi_counters: str
+    next_attempt_at: _timestamp_pb2.Timestamp
+    def __init__(self, status: _Optional[str] = ..., attempts: _Optional[int] = ..., dgi_code: _Optional[str] = ..., dgi_uid: _Optional[str] = ..., reason: _Optional[str] = ..., synced_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dgi_error_code: _Optional[str] = ..., dgi_counters: _Optional[str] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SealInvoiceRequest(_message.Message):
     __slots__ = ("outlet_id", "client_invoice_id", "pos_terminal_id", "cashier_id", "currency", "lines", "payments", "buyer", "sold_at")
@@ -303,7 +327,7 @@ class GetInvoiceRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListInvoicesRequest(_message.Message):
-    __slots__ = ("outlet_id", "pos_terminal_id", "cashier_id", "to", "status", "kind", "page_size", "page_token")
+    __slots__ = ("outlet_id", "pos_terminal_id", "cashier_id", "to", "status", "kind", "page_size", "page_token", "sync_status")
     OUTLET_ID_FIELD_NUMBER: _ClassVar[int]
     POS_TERMINAL_ID_FIELD_NUMBER: _ClassVar[int]
     CASHIER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -313,6 +337,7 @@ class ListInvoicesRequest(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SYNC_STATUS_FIELD_NUMBER: _ClassVar[int]
     outlet_id: str
     pos_terminal_id: str
     cashier_id: str
@@ -321,7 +346,8 @@ class ListInvoicesRequest(_message.Message):
     kind: str
     page_size: int
     page_token: str
-    def __init__(self, outlet_id: _Optional[str] = ..., pos_terminal_id: _Optional[str] = ..., cashier_id: _Optional[str] = ..., to: _Optional[str] = ..., status: _Optional[str] = ..., kind: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., **kwargs) -> None: ...
+    sync_status: str
+    def __init__(self, outlet_id: _Optional[str] = ..., pos_terminal_id: _Optional[str] = ..., cashier_id: _Optional[str] = ..., to: _Optional[str] = ..., status: _Optional[str] = ..., kind: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., sync_status: _Optional[str] = ..., **kwargs) -> None: ...
 
 class ListInvoicesResponse(_message.Message):
     __slots__ = ("invoices", "next_page_token")
