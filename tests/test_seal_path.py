@@ -168,7 +168,9 @@ def test_get_and_list_with_filters_and_cursor_pagination(mesh):
         assert len(by_terminal["invoices"]) == 6
         assert {i["pos_terminal_id"] for i in by_terminal["invoices"]} == {terminal}
         one = client.get(f"/v1/invoices/{seen[0]['id']}", headers=read)
-        assert one.status_code == 200 and one.json() == seen[0]
+        # The DGI upload moves the sync block on its own schedule, between the two reads.
+        without_sync = [{k: v for k, v in invoice.items() if k != "sync"} for invoice in (one.json(), seen[0])]
+        assert one.status_code == 200 and without_sync[0] == without_sync[1]
         # A POS key sees only its own outlet.
         other = merchant["outlets"][1]
         pos = auth(merchant["pos_keys"][other["id"]])

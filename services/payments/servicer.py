@@ -318,11 +318,14 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         registerurl). Best effort: the settings are saved whatever happens; the answer says how it went
         (`registered`, or `not registered: <why>`: register again by saving the settings, or in the
         Daraja portal)."""
+        register = getattr(adapter, "register_c2b_urls", None)
+        if register is None:
+            return "not registered: this M-Pesa adapter cannot register URLs"
         try:
             credentials = await self.access.credentials(outlet_id, domain.MPESA, adapter)
             async with asyncio.timeout(self.provider_timeout + 1.0):
-                await adapter.register_c2b_urls(self.http, credentials, validation_url=urls[domain.C2B_VALIDATION],
-                                                confirmation_url=urls[domain.C2B_CONFIRMATION])
+                await register(self.http, credentials, validation_url=urls[domain.C2B_VALIDATION],
+                               confirmation_url=urls[domain.C2B_CONFIRMATION])
         except ProviderError as error:
             log.warning("M-Pesa C2B URL registration failed", outlet_id=outlet_id, reason=error.message)
             return f"not registered: {error.message}"
