@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import hmac
 import json
+import os
 import re
 import secrets
 import string
@@ -574,7 +575,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m simulators.dgi",
                                      description="DGI (e-MECeF style) simulator on 127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--token", default=DEFAULT_TOKEN, help="the bearer token it accepts")
+    # The environment first: a token on the command line would show in `ps` to every user.
+    parser.add_argument("--token", default=os.environ.get("FISCAL_DGI_SIMULATOR_TOKEN") or DEFAULT_TOKEN,
+                        help="the bearer token it accepts (default: $FISCAL_DGI_SIMULATOR_TOKEN, else sim-dgi-token)")
     parser.add_argument("--ifu", default=DEFAULT_IFU, help="the taxpayer's IFU the token belongs to (13 digits)")
     parser.add_argument("--nim", default=DEFAULT_NIM, help="the e-MCF's machine number (NIM)")
     args = parser.parse_args(argv)

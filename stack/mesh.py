@@ -283,8 +283,11 @@ class Mesh:
         token = self._secrets()["FISCAL_DGI_SIMULATOR_TOKEN"]
         self.simulators["dgi"] = ManagedProcess(
             name="simulator-dgi", argv=[sys.executable, "-m", "simulators.dgi", "--port", str(self.dgi_port),
-                                        "--token", token, "--ifu", DGI_SIMULATOR_IFU],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, log_path=self.log_dir / "simulator-dgi.log",
+                                        "--ifu", DGI_SIMULATOR_IFU],
+            # The token by environment, not argv (`ps` shows argv to everyone; a token may also start with
+            # "-", which argparse would take for an option).
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "FISCAL_DGI_SIMULATOR_TOKEN": token},
+            log_path=self.log_dir / "simulator-dgi.log",
             port=self.dgi_port).start()
         wait_answering(self.simulators["dgi"], f"{self.dgi_url}/__sim/dgi")
 
