@@ -42,7 +42,7 @@ import aiohttp
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.bench_cpu import CpuMeter, postmaster_pid, stack_pids_from_ports
+from cli.bench_cpu import CpuMeter, postmaster_pid, running_stack_pids
 from cli.bench_memory import RssSampler, interval_for, slope_mb_per_min
 from cli.output import console
 from cli.state import async_url
@@ -308,19 +308,6 @@ def _machine() -> dict:
             "processor": platform.processor() or platform.machine()}
 
 
-def _running_stack_pids(state: dict) -> dict[str, int]:
-    if state.get("pids"):
-        return {name: int(pid) for name, pid in state["pids"].items()}
-    from stack.mesh import SERVICES
-
-    ports: dict[str, int] = {"envoy": urlsplit(state["gateway_url"]).port or 80}
-    for service in SERVICES:
-        for replica, address in enumerate((state.get(f"{service}_addr") or "").split(",")):
-            if address:
-                ports[f"{service}-{replica}" if replica else service] = int(address.rsplit(":", 1)[1])
-    return stack_pids_from_ports(ports)
-
-
 def run_bench(args) -> int:
     from stack.mesh import Mesh, MeshOptions
 
@@ -347,7 +334,7 @@ def run_bench(args) -> int:
     if state_file.exists():
         state = json.loads(state_file.read_text())
         gateway_url, db_url = state["gateway_url"], state["database_url"]
-        pids = _running_stack_pids(state)
+        pids = running_stack_pids(state)
         console.print(f"using the running stack at {gateway_url}")
     elif gateway:
         scratch = Path(tempfile.mkdtemp(prefix="fiscal-bench-"))

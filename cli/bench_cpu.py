@@ -14,6 +14,7 @@ import os
 import resource
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROC = Path("/proc")
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -115,6 +116,21 @@ class CpuMeter:
                 "stack_cpu_s": round(stack_total / 1000, 3),
                 "load_generator_ms_per_request": round(generator * 1000 / requests, 3) if requests else 0.0,
                 "load_generator_cpu_s": round(generator, 3), "not_measured": missing}
+
+
+def running_stack_pids(state: dict) -> dict[str, int]:
+    """The processes of a stack `fiscal up` runs, by name, from its stack.json: its "pids" map, or else
+    whoever listens on its gateway's and services' ports."""
+    if state.get("pids"):
+        return {name: int(pid) for name, pid in state["pids"].items()}
+    from stack.mesh import SERVICES
+
+    ports: dict[str, int] = {"envoy": urlsplit(state["gateway_url"]).port or 80}
+    for service in SERVICES:
+        for replica, address in enumerate((state.get(f"{service}_addr") or "").split(",")):
+            if address:
+                ports[f"{service}-{replica}" if replica else service] = int(address.rsplit(":", 1)[1])
+    return stack_pids_from_ports(ports)
 
 
 def stack_pids_from_ports(ports: dict[str, int]) -> dict[str, int]:

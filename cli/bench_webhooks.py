@@ -29,7 +29,7 @@ import aiohttp
 from aiohttp import web
 from rich.table import Table
 
-from cli.bench_cpu import CpuMeter, postmaster_pid, stack_pids_from_ports
+from cli.bench_cpu import CpuMeter, postmaster_pid, running_stack_pids
 from cli.output import console
 
 RECEIVER_PATH = "/bench-webhooks"
@@ -238,19 +238,6 @@ async def _run(args, gateway_url: str, db_url: str, meter: CpuMeter, receiver: B
     }
 
 
-def _stack_pids(state: dict) -> dict[str, int]:
-    from stack.mesh import SERVICES
-
-    if state.get("pids"):
-        return {name: int(pid) for name, pid in state["pids"].items()}
-    ports: dict[str, int] = {"envoy": urlsplit(state["gateway_url"]).port or 80}
-    for service in SERVICES:
-        for replica, address in enumerate((state.get(f"{service}_addr") or "").split(",")):
-            if address:
-                ports[f"{service}-{replica}" if replica else service] = int(address.rsplit(":", 1)[1])
-    return stack_pids_from_ports(ports)
-
-
 def run_bench_webhooks(args) -> int:
     from stack.mesh import Mesh, MeshOptions
 
@@ -266,7 +253,7 @@ def run_bench_webhooks(args) -> int:
     if state_file.exists():
         state = json.loads(state_file.read_text())
         gateway_url, db_url = state["gateway_url"], state["database_url"]
-        pids = _stack_pids(state)
+        pids = running_stack_pids(state)
         console.print(f"using the running stack at {gateway_url}")
     else:
         scratch = Path(tempfile.mkdtemp(prefix="fiscal-bench-webhooks-"))

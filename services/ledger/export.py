@@ -64,17 +64,6 @@ class ExportReader:
 
     async def entries(self, outlet_id: str, series: str, first: int, last: int,
                       page: int = PAGE) -> AsyncIterator[InvoiceRecord]:
-        """first..last in number order, `page` rows per query (keyset: no OFFSET, no long transaction)."""
-        after = first - 1
-        while after < last:
-            query = (sa.select(*_INVOICE_COLUMNS)
-                     .where(invoices.c.outlet_id == outlet_id, invoices.c.series == series,
-                            invoices.c.number > after, invoices.c.number <= last)
-                     .order_by(invoices.c.number).limit(page))
-            async with self.engine.connect() as conn:
-                rows = (await conn.execute(query)).all()
-            if not rows:
-                return
-            for row in rows:
-                yield _invoice(row)
-            after = rows[-1].number
+        """first..last in number order, `page` rows per query."""
+        async for record in self.store.chain(outlet_id, series, after_number=first - 1, batch=page, last_number=last):
+            yield record

@@ -403,12 +403,15 @@ class LedgerStore:
         rows = rows[:limit]
         return [_invoice(r) for r in rows], (rows[-1].seq if more else None)
 
-    async def chain(self, outlet_id: str, series: str, after_number: int = 0, batch: int = 1000):
-        """Yield a series' entries in number order, in batches (for `fiscal verify`)."""
+    async def chain(self, outlet_id: str, series: str, after_number: int = 0, batch: int = 1000,
+                    last_number: int | None = None):
+        """Yield a series' entries in number order (up to `last_number`, if given), `batch` rows per query:
+        keyset, no OFFSET, no long transaction (`fiscal verify`, `fiscal export`)."""
         while True:
+            bound = [invoices.c.number <= last_number] if last_number is not None else []
             query = (sa.select(*_INVOICE_COLUMNS)
                      .where(invoices.c.outlet_id == outlet_id, invoices.c.series == series,
-                            invoices.c.number > after_number)
+                            invoices.c.number > after_number, *bound)
                      .order_by(invoices.c.number).limit(batch))
             async with self.engine.connect() as conn:
                 rows = (await conn.execute(query)).all()
